@@ -1,0 +1,28 @@
+"""Exceptions a user can act on.
+
+Every error that stems from user input (a config value, a name, a path, a checkpoint) derives from
+:class:`ZooError`. The command-line entry points print such errors as a single line and exit with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base class for errors caused by user input."""
+
+
+class ConfigError(ZooError, ValueError):
+    """An invalid or inconsistent configuration value."""
+
+
+class UnknownNameError(ConfigError):
+    """A name that is not in a registry (model, dataset, optimizer, ...)."""
+
+
+class DataNotFoundError(ZooError, FileNotFoundError):
+    """A dataset that is not where the config says it is."""
+
+
+class CheckpointError(ZooError, ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the run."""

@@ -1,0 +1,88 @@
+"""Model registry and the ``create_model`` / ``list_models`` API.
+
+Each architecture family lives in its own module and registers one builder per variant with
+:func:`register_model`, giving metadata used by ``python -m zoo list`` and by the configs::
+
+    @register_model(family="lenet", task="classification", input_size=32, paper="LeCun et al. 1998")
+    def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs) -> LeNet5: ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable
+
+from torch import nn
+
+from zoo.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+
+#: helper modules that hold no architectures
+_NOT_FAMILIES = {"base", "layers"}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    task: str = "classification",
+    input_size: int = 224,
+    paper: str = "",
+    **metadata: Any,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model builder with its family, task, expected input side and source paper."""
+    return MODELS.register(name, family=family, task=task, input_size=input_size, paper=paper, **metadata)
+
+
+def _import_families() -> None:
+    """Import every family module of this package once, so a new family is just a new file."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name not in _NOT_FAMILIES:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    pretrained: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model; ``None`` arguments keep the builder's defaults.
+
+    ``pretrained`` is a path to a zoo checkpoint or a state_dict file (see :mod:`zoo.transfer`).
+    """
+    _import_families()
+    entry = MODELS.get(name)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    model = entry.obj(**kwargs)
+    if pretrained:
+        from zoo.transfer import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
+
+
+def list_models(pattern: str = "*", task: str | None = None, family: str | None = None) -> list[str]:
+    """Registered model names matching a wildcard, optionally filtered by task or family."""
+    _import_families()
+    names = MODELS.list(pattern)
+    if task is not None:
+        names = [n for n in names if MODELS.metadata(n)["task"] == task]
+    if family is not None:
+        names = [n for n in names if MODELS.metadata(n)["family"] == family]
+    return names
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Registration metadata of ``name`` (family, task, input_size, paper, ...)."""
+    _import_families()
+    return {"name": name, **MODELS.metadata(name)}
+
+
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info"]

@@ -1,0 +1,114 @@
+"""LeNet-5 (LeCun, Bottou, Bengio & Haffner, "Gradient-based learning applied to document
+recognition", Proc. IEEE 1998).
+
+Layout C1-S2-C3-S4-C5-F6-output on a 32x32 input: C1 6@5x5 (28x28), S2 2x2 subsampling (14x14),
+C3 16@5x5 (10x10), S4 (5x5), C5 120@5x5 (1x1), F6 84 units, then the class scores.
+
+The default is the modern variant: every C3 map sees all six S2 maps, ReLU, max pooling and a
+linear output layer (61,706 parameters at 10 classes). ``c3_connections="lecun"`` restores the
+paper's sparse C3 connection table (Table I: 60 of the 96 map pairs, 1,516 parameters in C3) and
+``activation="tanh"``, ``pool="avg"`` the paper's squashing function and averaging subsampling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from zoo.models import register_model
+from zoo.models.base import Classifier
+
+# Table I of the paper: column j lists the S2 maps that feed C3 map j.
+LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+
+class SparseConv2d(nn.Conv2d):
+    """A convolution whose output map ``j`` only sees the input maps listed in ``table[j]``.
+
+    Weights outside the table are held at zero by a fixed mask, so they neither count as
+    parameters of the paper's model nor receive updates.
+    """
+
+    def __init__(self, in_channels: int, table: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
+        super().__init__(in_channels, len(table), kernel_size)
+        mask = torch.zeros(len(table), in_channels, 1, 1)
+        for out_map, in_maps in enumerate(table):
+            mask[out_map, list(in_maps)] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+    def num_connections(self) -> int:
+        """Trainable parameters of the paper's layer: the kernels in the table plus one bias per map."""
+        return int(self.mask.sum().item()) * self.kernel_size[0] * self.kernel_size[1] + self.out_channels
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class LeNet5(Classifier):
+    """LeNet-5 with named layers ``c1 s2 c3 s4 c5 f6 fc`` as in the paper."""
+
+    classifier_attr = "fc"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        activation: Literal["relu", "tanh"] = "relu",
+        pool: Literal["max", "avg"] = "max",
+        c3_connections: Literal["full", "lecun"] = "full",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {sorted(_POOLS)}, got {pool!r}")
+        if c3_connections not in ("full", "lecun"):
+            raise ValueError(f"c3_connections must be 'full' or 'lecun', got {c3_connections!r}")
+        act, pool_layer = _ACTIVATIONS[activation], _POOLS[pool]
+        self.num_classes = num_classes
+        self.num_features = 84
+        self.c1 = nn.Conv2d(in_chans, 6, kernel_size=5)
+        self.s2 = pool_layer(2)
+        self.c3 = nn.Conv2d(6, 16, kernel_size=5) if c3_connections == "full" else SparseConv2d(6, LECUN_C3_TABLE, 5)
+        self.s4 = pool_layer(2)
+        self.c5 = nn.Conv2d(16, 120, kernel_size=5)
+        self.act = act()
+        self.f6 = nn.Linear(120, 84)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (32, 32):
+            raise ValueError(f"LeNet-5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; set data.image_size=32")
+        x = self.s2(self.act(self.c1(x)))
+        x = self.s4(self.act(self.c3(x)))
+        return self.act(self.c5(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.act(self.f6(torch.flatten(x, 1))))
+        return x if pre_logits else self.fc(x)
+
+
+@register_model(family="lenet", input_size=32, paper="LeCun et al. 1998, Gradient-based learning applied to document recognition")
+def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs: object) -> LeNet5:
+    """LeNet-5, modern full-connection variant (ReLU, max pooling) unless overridden."""
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model(family="lenet", input_size=32, paper="LeCun et al. 1998, Gradient-based learning applied to document recognition")
+def lenet5_classic(num_classes: int = 10, in_chans: int = 1, **kwargs: object) -> LeNet5:
+    """LeNet-5 as in the paper: sparse C3 table, tanh, average subsampling (linear output layer)."""
+    kwargs = {"activation": "tanh", "pool": "avg", "c3_connections": "lecun", **kwargs}
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
