@@ -1,0 +1,72 @@
+"""Command-line plumbing shared by ``train.py`` and ``evaluate.py``.
+
+* :func:`preflight` checks config-group choices on the command line (``model=lenet``) before Hydra
+  runs, so a typo gives one line naming the close matches instead of Hydra's multi-line report.
+* :func:`guarded` turns a :class:`~zoo.errors.ZooError` raised by a run into ``error: <message>`` on
+  stderr and exit status 2. Other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zoo.errors import ZooError
+from zoo.registry import close_names
+
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _group_options(config_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_overrides(args: Sequence[str], config_dir: Path) -> str | None:
+    """The first unknown config-group choice in ``args`` as an error message, or ``None``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - malformed overrides are Hydra's to report
+        return None
+    groups = {p.name for p in config_dir.iterdir() if p.is_dir()}
+    for o in overrides:
+        group = o.key_or_group.lstrip("/")
+        if o.is_delete() or group not in groups or group == "hydra" or o.package is not None:
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            if value is None or str(value) == "null":
+                continue
+            if not (config_dir / group / f"{value}.yaml").is_file():
+                options = _group_options(config_dir, group)
+                close = close_names(str(value), options)
+                hint = f"did you mean: {', '.join(close)}?" if close else f"available: {', '.join(options)}"
+                return f"unknown {group} {value!r}; {hint} (configs/{group}/)"
+    return None
+
+
+def preflight(config_dir: Path, argv: Sequence[str] | None = None) -> None:
+    message = check_overrides(sys.argv[1:] if argv is None else argv, config_dir)
+    if message:
+        fail(message)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn``; a :class:`ZooError` becomes a one-line ``error:`` and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ZooError as e:
+            fail(str(e))
+
+    return wrapper

@@ -1,0 +1,142 @@
+"""Dataset registry and the :class:`DataModule` the trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Protocol
+
+import torch
+
+from zoo.errors import ConfigError
+from zoo.registry import Registry
+
+DATASETS: Registry["ArraySplits"] = Registry("dataset")
+
+
+@dataclass
+class ArraySplits:
+    """A dataset small enough to hold in memory: ``(images, labels)`` per split."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    class_names: list[str]
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+def normalize_splits(splits: ArraySplits, mode: str) -> ArraySplits:
+    """Normalise every split with statistics of the training split only.
+
+    ``channel``: per-channel mean and standard deviation; ``image_mean``: subtract the mean training
+    image (AlexNet-style); ``none``: leave as is.
+    """
+    x = splits.train[0]
+    if len(x) == 0:
+        raise ConfigError("the training split is empty; lower data.val_fraction/data.test_fraction or add data")
+    if mode == "none":
+        return splits
+    if mode == "channel":
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        fn = lambda t: (t - mean) / std  # noqa: E731
+        stats = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    elif mode == "image_mean":
+        mean_image = x.mean(dim=0, keepdim=True)
+        fn = lambda t: t - mean_image  # noqa: E731
+        stats = {"mean": [float(mean_image.mean())], "std": [1.0]}
+    else:
+        raise ConfigError(f"unknown data.normalize {mode!r}; use one of: channel, image_mean, none")
+    return replace(
+        splits,
+        train=(fn(splits.train[0]), splits.train[1]),
+        val=(fn(splits.val[0]), splits.val[1]),
+        test=(fn(splits.test[0]), splits.test[1]),
+        **stats,
+    )
+
+
+class Loader(Protocol):
+    """What the trainer needs of a loader: iteration, a length, and an optional ``set_epoch``."""
+
+    def __iter__(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class DataModule:
+    """Loaders for the three splits plus what models and metrics need to know about the data."""
+
+    train: Loader
+    val: Loader
+    test: Loader
+    num_classes: int
+    in_chans: int
+    image_size: int
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+
+    def loader(self, split: str) -> Loader:
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"unknown split {split!r}; use train, val or test")
+        return getattr(self, split)
+
+    def sizes(self) -> dict[str, int]:
+        return {s: getattr(self.loader(s), "dataset_size", 0) for s in ("train", "val", "test")}
+
+
+def build_datamodule(
+    cfg: dict[str, Any],
+    augmentation: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> DataModule:
+    """Build ``cfg["name"]`` from :data:`DATASETS`; loader keys are taken out, the rest go to the dataset."""
+    from zoo.data.augment import build_batch_augmentation
+    from zoo.data.loaders import TensorLoader
+
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    batch_size = int(cfg.pop("batch_size"))
+    eval_batch_size = int(cfg.pop("eval_batch_size", None) or batch_size)
+    on_device = bool(cfg.pop("on_device", True))
+    drop_last = bool(cfg.pop("drop_last", False))
+    for key in ("num_workers", "pin_memory", "persistent_workers", "root", "download"):
+        cfg.pop(key, None)  # DataLoader/on-disk options; unused by in-memory datasets
+    if batch_size < 1 or eval_batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {batch_size} (eval_batch_size {eval_batch_size})")
+    entry = DATASETS.get(name)
+    try:
+        splits = entry.obj(**cfg)
+    except TypeError as e:
+        raise ConfigError(f"dataset {name!r}: {e}") from None
+    num_classes, in_chans = cfg.get("num_classes", entry.metadata["num_classes"]), splits.train[0].shape[1]
+    target = torch.device(device) if on_device else torch.device("cpu")
+    transform = build_batch_augmentation(augmentation)
+
+    def make(split: tuple[torch.Tensor, torch.Tensor], train: bool) -> TensorLoader:
+        return TensorLoader(
+            split[0],
+            split[1],
+            batch_size if train else eval_batch_size,
+            shuffle=train,
+            drop_last=drop_last and train,
+            transform=transform if train else None,
+            seed=seed,
+        ).to(target)
+
+    return DataModule(
+        train=make(splits.train, True),
+        val=make(splits.val, False),
+        test=make(splits.test, False),
+        num_classes=int(num_classes),
+        in_chans=int(in_chans),
+        image_size=int(splits.train[0].shape[-1]),
+        class_names=list(splits.class_names),
+        mean=splits.mean,
+        std=splits.std,
+    )
+
+

@@ -1,0 +1,1 @@
+"""The shared training engine: trainer loop, optimizers and schedules, checkpoint I/O."""

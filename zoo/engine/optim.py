@@ -1,0 +1,218 @@
+"""Optimizers and learning-rate schedules, built by name from ``configs/optimizer`` and
+``configs/scheduler``.
+
+Schedules are expressed as a multiplicative factor of the base learning rate as a function of the
+(fractional) epoch, wrapped in :class:`torch.optim.lr_scheduler.LambdaLR` and stepped once per
+optimizer step, so every schedule composes with linear warmup and behaves the same under gradient
+accumulation. ``plateau`` uses :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`, stepped per
+epoch on the monitored validation metric once warmup is over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+
+from zoo.errors import ConfigError
+from zoo.registry import Registry
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+SCHEDULERS: Registry[Callable[[float], float] | None] = Registry("scheduler")
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False, lr_mult: float = 1.0
+) -> list[dict[str, Any]]:
+    """Split trainable parameters into decayed weights and (by default) undecayed biases/norm parameters."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            skip = not decay_norm_and_bias and (name.endswith("bias") or isinstance(module, _NORM_TYPES))
+            (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": lr_mult}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_mult": lr_mult})
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(cfg: dict[str, Any], groups: list[dict[str, Any]]) -> Optimizer:
+    """Build ``cfg["name"]`` over parameter groups; a group's ``lr_mult`` scales the base ``lr``."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    lr = float(cfg.pop("lr"))
+    cfg.pop("decay_norm_and_bias", None)
+    if not lr > 0:
+        raise ConfigError(f"optimizer.lr must be > 0, got {lr}")
+    if float(cfg.get("weight_decay", 0.0)) < 0:
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg['weight_decay']}")
+    groups = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in groups]
+    try:
+        return OPTIMIZERS.build(name, params=groups, lr=lr, **cfg)
+    except TypeError as e:
+        raise ConfigError(f"optimizer {name!r}: {e}") from None
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Iterable[Any], lr: float, **kw: Any) -> Optimizer:
+    return torch.optim.SGD(params, lr=lr, **kw)
+
+
+@OPTIMIZERS.register("momentum")
+def _momentum(params: Iterable[Any], lr: float, momentum: float = 0.9, **kw: Any) -> Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, **kw)
+
+
+@OPTIMIZERS.register("nesterov")
+def _nesterov(params: Iterable[Any], lr: float, momentum: float = 0.9, **kw: Any) -> Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, **kw)
+
+
+@OPTIMIZERS.register("adagrad")
+def _adagrad(params: Iterable[Any], lr: float, **kw: Any) -> Optimizer:
+    return torch.optim.Adagrad(params, lr=lr, **kw)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(params: Iterable[Any], lr: float, **kw: Any) -> Optimizer:
+    return torch.optim.RMSprop(params, lr=lr, **kw)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: Iterable[Any], lr: float, betas: Iterable[float] = (0.9, 0.999), **kw: Any) -> Optimizer:
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), **kw)  # type: ignore[arg-type]
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: Iterable[Any], lr: float, betas: Iterable[float] = (0.9, 0.999), **kw: Any) -> Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), **kw)  # type: ignore[arg-type]
+
+
+# ---- schedules: factor(epoch, total_epochs) -> multiplier of the base learning rate ----------------------------------
+
+
+@SCHEDULERS.register("none")
+def _constant(total_epochs: float) -> Callable[[float], float]:
+    return lambda epoch: 1.0
+
+
+@SCHEDULERS.register("step")
+def _step(total_epochs: float, step_size: int = 30, gamma: float = 0.1) -> Callable[[float], float]:
+    """Multiply by ``gamma`` every ``step_size`` epochs."""
+    if step_size < 1:
+        raise ConfigError(f"scheduler.step_size must be >= 1 epoch, got {step_size}")
+    return lambda epoch: gamma ** math.floor(epoch / step_size)
+
+
+@SCHEDULERS.register("exponential")
+def _exponential(total_epochs: float, gamma: float = 0.95) -> Callable[[float], float]:
+    """``lr0 * gamma^t`` with ``t`` in whole epochs."""
+    return lambda epoch: gamma ** math.floor(epoch)
+
+
+@SCHEDULERS.register("inverse_time")
+def _inverse_time(total_epochs: float, decay: float = 0.1) -> Callable[[float], float]:
+    """1/t decay, ``lr0 / (1 + decay * t)`` with ``t`` in whole epochs."""
+    return lambda epoch: 1.0 / (1.0 + decay * math.floor(epoch))
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(total_epochs: float, min_lr_factor: float = 0.0) -> Callable[[float], float]:
+    """Half-cosine from ``lr0`` to ``min_lr_factor * lr0`` over the run (Loshchilov & Hutter 2017, no restarts)."""
+    return lambda epoch: min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * min(epoch / total_epochs, 1.0)))
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(
+    total_epochs: float, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4
+) -> Callable[[float], float]:
+    """One-cycle policy (Smith & Topin 2018): cosine ramp from ``lr0/div_factor`` up to ``lr0``, then cosine
+    annealing to ``lr0/(div_factor*final_div_factor)``. The learning rate only; momentum is not cycled."""
+    start, end = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
+    peak = pct_start * total_epochs
+
+    def factor(epoch: float) -> float:
+        if epoch < peak:
+            return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * epoch / peak))
+        t = min((epoch - peak) / max(total_epochs - peak, 1e-12), 1.0)
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(total_epochs: float, **_: Any) -> None:
+    """Reduce on plateau: handled by :class:`Schedule` with ``ReduceLROnPlateau``."""
+    return None
+
+
+class Schedule:
+    """Per-step learning-rate schedule with optional linear warmup.
+
+    Call :meth:`step_batch` after every optimizer step and :meth:`step_epoch` with the monitored
+    validation metric after every epoch.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        cfg: dict[str, Any],
+        steps_per_epoch: int,
+        max_epochs: int,
+        monitor_mode: str = "max",
+    ) -> None:
+        cfg = dict(cfg)
+        name = cfg.pop("name")
+        warmup_epochs = float(cfg.pop("warmup_epochs", 0.0))
+        warmup_start = float(cfg.pop("warmup_start_factor", 0.1))
+        plateau_kw = {k: cfg.pop(k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr") if k in cfg}
+        if warmup_epochs < 0:
+            raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
+        try:
+            base = SCHEDULERS.build(name, total_epochs=float(max_epochs), **cfg)
+        except TypeError as e:
+            raise ConfigError(f"scheduler {name!r}: {e}") from None
+        self.name = name
+        self._base = base or (lambda epoch: 1.0)
+        self._warmup_start = warmup_start
+        self.lambda_lr = LambdaLR(optimizer, self._factor)
+        self.plateau = ReduceLROnPlateau(optimizer, mode=monitor_mode, **plateau_kw) if name == "plateau" else None
+        self.step_count = 0
+
+    def _factor(self, step: int) -> float:
+        factor = self._base(step / self.steps_per_epoch)
+        if step < self.warmup_steps:
+            factor *= self._warmup_start + (1 - self._warmup_start) * step / self.warmup_steps
+        return factor
+
+    def step_batch(self) -> None:
+        self.step_count += 1
+        if self.plateau is None or self.step_count <= self.warmup_steps:
+            self.lambda_lr.step()
+
+    def step_epoch(self, metric: float | None) -> None:
+        if self.plateau is not None and self.step_count >= self.warmup_steps and metric is not None:
+            self.plateau.step(metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step_count": self.step_count,
+            "lambda_lr": self.lambda_lr.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = state["step_count"]
+        self.lambda_lr.load_state_dict(state["lambda_lr"])
+        if self.plateau is not None and state.get("plateau") is not None:
+            self.plateau.load_state_dict(state["plateau"])

@@ -1,0 +1,59 @@
+"""The Task interface: the only place that knows what a model family returns.
+
+The trainer calls ``training_step`` (a dict with a ``"loss"`` entry plus detached scalars to log),
+``validation_step`` (accumulates metric state), ``reset_metrics`` and ``compute_metrics``; it never
+inspects the model itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.engine.optim import param_groups
+from zoo.errors import ConfigError
+from zoo.registry import Registry
+
+TASKS: Registry["Task"] = Registry("task")
+
+
+class Task(nn.Module):
+    """Wraps a model. Subclasses implement the step functions and metrics."""
+
+    #: validation metric that selects the best checkpoint and drives plateau schedules / early stopping
+    monitor: str = "loss"
+    monitor_mode: str = "min"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any) -> None:
+        raise NotImplementedError
+
+    def reset_metrics(self) -> None:
+        raise NotImplementedError
+
+    def compute_metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def param_groups(self, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer (overridden by transfer-learning policies)."""
+        return param_groups(self.model, weight_decay, decay_norm_and_bias)
+
+
+def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, **extra: Any) -> Task:
+    """Build the task named in ``cfg``; refuses a model registered for a different task."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name != model_task:
+        raise ConfigError(f"task={name} cannot train a {model_task} model; use task={model_task} or another model")
+    try:
+        return TASKS.build(name, model=model, **cfg, **extra)
+    except TypeError as e:
+        raise ConfigError(f"task {name!r}: {e}") from None

@@ -1,0 +1,69 @@
+"""Image classification: cross-entropy (optional label smoothing, auxiliary heads), top-k accuracy,
+confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.metrics.classification import ConfusionMatrix, topk_correct
+from zoo.tasks.base import TASKS, Task
+
+
+@TASKS.register("classification")
+class ClassificationTask(Task):
+    """``model(x)`` returns logits, or in training ``(logits, *aux_logits)`` for models with auxiliary
+    classifiers (GoogLeNet), whose losses are added with weight ``aux_weight`` (0.3 in Szegedy et al. 2015)."""
+
+    monitor = "acc"
+    monitor_mode = "max"
+
+    def __init__(self, model: nn.Module, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3) -> None:
+        super().__init__(model)
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.aux_weight = aux_weight
+        self.topk = 5 if num_classes > 5 else None
+        self.confusion = ConfusionMatrix(num_classes)
+        self._loss_sum = torch.zeros(())
+        self._top5 = torch.zeros((), dtype=torch.long)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = self.model(x)
+        if isinstance(out, tuple):
+            logits, aux = out[0], out[1:]
+            loss = self._loss(logits, y) + self.aux_weight * sum(self._loss(a, y) for a in aux)
+        else:
+            logits, loss = out, self._loss(out, y)
+        return {"loss": loss, "acc": (logits.detach().argmax(1) == y).float().mean()}
+
+    def validation_step(self, batch: Any) -> None:
+        x, y = batch
+        out = self.model(x)
+        logits = (out[0] if isinstance(out, tuple) else out).float()
+        self._loss_sum = self._loss_sum.to(logits.device) + F.cross_entropy(logits, y, reduction="sum").detach()
+        self.confusion.update(logits.argmax(1), y)
+        if self.topk:
+            self._top5 = self._top5.to(logits.device) + topk_correct(logits, y, self.topk)
+
+    def reset_metrics(self) -> None:
+        self.confusion.reset()
+        self._loss_sum = torch.zeros((), device=self.confusion.matrix.device)
+        self._top5 = torch.zeros((), dtype=torch.long, device=self.confusion.matrix.device)
+
+    def compute_metrics(self) -> dict[str, float]:
+        m = self.confusion.matrix
+        n = int(m.sum())
+        if n == 0:
+            return {}
+        metrics = {"loss": float(self._loss_sum) / n, "acc": float(m.diagonal().sum()) / n}
+        if self.topk:
+            metrics[f"acc{self.topk}"] = float(self._top5) / n
+        return metrics
