@@ -327,6 +327,9 @@ class Trainer:
             save_checkpoint(state, self.ckpt_dir / "last.pt")
         if improved and ck.get("save_best", True):
             save_checkpoint(state, self.ckpt_dir / "best.pt")
+        every = ck.get("every_n_epochs")
+        if every and self.epoch % int(every) == 0:
+            save_checkpoint(state, self.ckpt_dir / f"epoch_{self.epoch}.pt")
 
     def _resume(self, path: str | Path, task: Task, optimizer: Any, schedule: Schedule) -> None:
         state = load_checkpoint(path, map_location=self.device)

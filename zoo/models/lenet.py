@@ -7,7 +7,9 @@ C3 16@5x5 (10x10), S4 (5x5), C5 120@5x5 (1x1), F6 84 units, then the class score
 The default is the modern variant: every C3 map sees all six S2 maps, ReLU, max pooling and a
 linear output layer (61,706 parameters at 10 classes). ``c3_connections="lecun"`` restores the
 paper's sparse C3 connection table (Table I: 60 of the 96 map pairs, 1,516 parameters in C3) and
-``activation="tanh"``, ``pool="avg"`` the paper's squashing function and averaging subsampling.
+``activation="tanh"``, ``pool="avg"`` the paper's squashing function and averaging subsampling
+(``lenet5_classic``: 60,806 parameters; the paper's 60,840 also counts the trainable subsampling
+coefficients and uses RBF output units).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
@@ -29,26 +32,33 @@ LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
 )  # fmt: skip
 
 
-class SparseConv2d(nn.Conv2d):
+class SparseConv2d(nn.Module):
     """A convolution whose output map ``j`` only sees the input maps listed in ``table[j]``.
 
-    Weights outside the table are held at zero by a fixed mask, so they neither count as
-    parameters of the paper's model nor receive updates.
+    Only the kernels of connected map pairs are parameters (the paper's C3 has 1,516); they are
+    scattered into a dense zero kernel for the convolution.
     """
 
     def __init__(self, in_channels: int, table: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
-        super().__init__(in_channels, len(table), kernel_size)
-        mask = torch.zeros(len(table), in_channels, 1, 1)
-        for out_map, in_maps in enumerate(table):
-            mask[out_map, list(in_maps)] = 1.0
-        self.register_buffer("mask", mask, persistent=False)
+        super().__init__()
+        pairs = [(out_map, in_map) for out_map, in_maps in enumerate(table) for in_map in in_maps]
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, len(table), kernel_size
+        self.register_buffer("pairs", torch.tensor(pairs, dtype=torch.long), persistent=False)
+        self.weight = nn.Parameter(torch.empty(len(pairs), kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(len(table)))
+        fan_in = torch.tensor([len(in_maps) * kernel_size**2 for in_maps in table], dtype=torch.float32)
+        with torch.no_grad():  # per-map uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.Conv2d does
+            bound = fan_in.rsqrt()
+            self.weight.uniform_(-1, 1).mul_(bound[self.pairs[:, 0]].view(-1, 1, 1))
+            self.bias.uniform_(-1, 1).mul_(bound)
+
+    def dense_weight(self) -> torch.Tensor:
+        k = self.kernel_size
+        w = self.weight.new_zeros(self.out_channels, self.in_channels, k, k)
+        return w.index_put((self.pairs[:, 0], self.pairs[:, 1]), self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-    def num_connections(self) -> int:
-        """Trainable parameters of the paper's layer: the kernels in the table plus one bias per map."""
-        return int(self.mask.sum().item()) * self.kernel_size[0] * self.kernel_size[1] + self.out_channels
+        return F.conv2d(x, self.dense_weight(), self.bias)
 
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
