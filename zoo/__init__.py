@@ -1,8 +1,25 @@
-"""zoo: a PyTorch model zoo and Hydra-driven training framework for the classic CNN architectures."""
+"""zoo: a PyTorch model zoo and Hydra-driven training framework for the classic CNN architectures.
 
-from zoo.models import create_model, list_models, model_info
-from zoo.registry import Registry
+The model API is imported lazily, so ``import zoo.cli`` (every command-line start) does not pay for
+importing torch before it is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["Registry", "create_model", "list_models", "model_info", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("create_model", "list_models", "model_info"):
+        from zoo import models
+
+        return getattr(models, name)
+    if name == "Registry":
+        from zoo.registry import Registry
+
+        return Registry
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

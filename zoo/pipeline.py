@@ -116,6 +116,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         result: dict[str, Any] = {
             "model": model_name,
             "dataset": c["data"]["name"],
+            "optimizer": c["optimizer"]["name"],
+            "scheduler": c["scheduler"]["name"],
             "params": n_params,
             "run_dir": str(run_dir),
             **{k: v for k, v in fit.items() if k != "history"},

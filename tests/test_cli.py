@@ -1,0 +1,144 @@
+"""The command line as a user meets it: one-line errors, non-zero exits, nothing lost, multirun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import torch
+
+from tests.helpers import FAST, make_cfg, run_cli, tree_snapshot
+from zoo.errors import ZooError
+from zoo.pipeline import train
+
+
+@pytest.fixture(scope="module")
+def previous_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run whose files the bad commands below must leave untouched."""
+    run_dir = tmp_path_factory.mktemp("prev")
+    train(make_cfg(run_dir, *FAST))
+    return run_dir
+
+
+def _one_line_error(proc, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("model=lenet", ["unknown model 'lenet'", "lenet5"]),
+        ("data=digitz", ["unknown data 'digitz'", "digits"]),
+        ("optimizer=adamm", ["unknown optimizer 'adamm'", "adam"]),
+        ("scheduler=cosin", ["unknown scheduler 'cosin'", "cosine"]),
+        ("-m optimizer=sgd,adamm", ["unknown optimizer 'adamm'"]),
+    ],
+)
+def test_unknown_group_choice(override: str, needles: list[str], tmp_path: Path) -> None:
+    proc = run_cli("train.py", *override.split(), f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    _one_line_error(proc, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["model.name=lenet6"], ["unknown model 'lenet6'", "lenet5"]),
+        (["optimizer.lr=-0.1"], ["optimizer.lr must be > 0"]),
+        (["data.batch_size=0"], ["data.batch_size must be >= 1"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs must be >= 1"]),
+        (["trainer.device=tpu"], ["trainer.device"]),
+        (["trainer.device=cuda"], ["no CUDA GPU"]),
+        (["model.num_classes=5"], ["model.num_classes=5", "num_classes=10"]),
+        (["ckpt_path=/no/such/last.pt"], ["checkpoint not found: /no/such/last.pt"]),
+    ],
+)
+def test_bad_values(args: list[str], needles: list[str], tmp_path: Path, previous_run: Path) -> None:
+    if "cuda" in args[0] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    before = tree_snapshot(previous_run)
+    with pytest.raises(ZooError) as info:
+        train(make_cfg(tmp_path / "run", *FAST, *args))
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    assert tree_snapshot(previous_run) == before
+
+
+def test_bad_value_on_the_command_line(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *FAST, "optimizer.lr=-0.1", f"hydra.run.dir={tmp_path}/run")
+    _one_line_error(proc, "optimizer.lr must be > 0")
+
+
+def test_checkpoint_of_another_model(tmp_path: Path, previous_run: Path) -> None:
+    before = tree_snapshot(previous_run)
+    ckpt = previous_run / "checkpoints" / "last.pt"
+    proc = run_cli("train.py", "model=lenet5_classic", f"ckpt_path={ckpt}", *FAST, f"hydra.run.dir={tmp_path}/run")
+    _one_line_error(proc, "model=lenet5", "model=lenet5_classic")
+    assert tree_snapshot(previous_run) == before
+
+
+def test_truncated_checkpoint(tmp_path: Path, previous_run: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((previous_run / "checkpoints" / "last.pt").read_bytes()[:1000])
+    proc = run_cli("evaluate.py", f"ckpt_path={broken}", f"hydra.run.dir={tmp_path}/run")
+    _one_line_error(proc, "corrupt or truncated")
+
+
+def test_evaluate_without_checkpoint(tmp_path: Path) -> None:
+    proc = run_cli("evaluate.py", f"hydra.run.dir={tmp_path}/run")
+    _one_line_error(proc, "ckpt_path=")
+
+
+def test_reusing_a_run_directory_is_refused(previous_run: Path) -> None:
+    before = tree_snapshot(previous_run)
+    proc = run_cli("train.py", *FAST, f"hydra.run.dir={previous_run}")
+    _one_line_error(proc, "already holds a run")
+    # Hydra itself rewrites .hydra/ and the log on start-up; the run's results stay as they were
+    after = tree_snapshot(previous_run)
+    assert {k: v for k, v in after.items() if not k.startswith(".hydra") and not k.endswith(".log")} == {
+        k: v for k, v in before.items() if not k.startswith(".hydra") and not k.endswith(".log")
+    }
+
+
+def test_train_evaluate_and_resume_from_the_command_line(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *FAST, f"hydra.run.dir={tmp_path}/a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test (best weights)" in proc.stderr + proc.stdout
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    proc = run_cli("train.py", *FAST[1:], "trainer.max_epochs=3", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/b")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [2]
+    proc = run_cli("evaluate.py", f"ckpt_path={tmp_path}/b/checkpoints/best.pt", f"hydra.run.dir={tmp_path}/e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "confusion matrix" in out and "acc5" in out
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
+    proc = run_cli("train.py", "-m", "optimizer=sgd,adam", *FAST, "test=false", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert jobs == ["0", "1"]
+    optimizers = {json.loads((tmp_path / "sweep" / j / "metrics.json").read_text())["optimizer"] for j in jobs}
+    assert optimizers == {"sgd", "adam"}
+
+
+def test_zoo_list() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "zoo", "list", "lenet*"], capture_output=True, text=True, check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split() == ["model", "task", "family", "input", "params"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["lenet5"][1] == "classification" and rows["lenet5"][-1] == "61,706"

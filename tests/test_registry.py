@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from zoo.errors import UnknownNameError
+from zoo.registry import Registry, close_names
+
+
+def make() -> Registry[int]:
+    reg: Registry[int] = Registry("widget")
+
+    @reg.register("resnet18", depth=18)
+    def r18(scale: int = 1) -> int:
+        return 18 * scale
+
+    @reg.register("resnet50")
+    def r50() -> int:
+        return 50
+
+    @reg.register()
+    def vgg16() -> int:
+        return 16
+
+    return reg
+
+
+def test_build_and_metadata() -> None:
+    reg = make()
+    assert reg.build("resnet18", scale=2) == 36
+    assert reg.build("vgg16") == 16  # registered under the function's name
+    assert reg.metadata("resnet18") == {"depth": 18}
+    assert "resnet50" in reg and "resnet34" not in reg
+    assert len(reg) == 3
+
+
+def test_list_with_wildcards() -> None:
+    reg = make()
+    assert reg.list() == ["resnet18", "resnet50", "vgg16"]
+    assert reg.list("resnet*") == ["resnet18", "resnet50"]
+    assert reg.list("*5*") == ["resnet50"]
+    assert reg.list("RESNET?8") == ["resnet18"]
+    assert reg.list("nothing*") == []
+
+
+def test_unknown_name_lists_close_names() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'resnet19'; did you mean: resnet18"):
+        make().build("resnet19")
+
+
+def test_unknown_name_without_close_match_lists_all() -> None:
+    with pytest.raises(UnknownNameError, match="available: resnet18, resnet50, vgg16"):
+        make().get("xyz")
+
+
+def test_duplicate_registration_is_refused() -> None:
+    reg = make()
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("vgg16")(lambda: 0)
+
+
+def test_close_names_prefix() -> None:
+    assert sorted(close_names("resnet", ["resnet18", "resnet50", "vgg16"])) == ["resnet18", "resnet50"]
+
+
+def test_model_registry_api() -> None:
+    import zoo
+
+    assert "lenet5" in zoo.list_models("lenet*")
+    assert zoo.list_models(task="no-such-task") == []
+    with pytest.raises(UnknownNameError, match="lenet5"):
+        zoo.create_model("lenet4")
+    assert zoo.model_info("lenet5")["input_size"] == 32
