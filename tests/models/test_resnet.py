@@ -188,6 +188,14 @@ def test_blocks_are_dropped_per_batch_with_their_survival_probability() -> None:
     assert expected[-1] == 0.5
 
 
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet110", "wrn16_4"])
+def test_dropped_blocks_backpropagate(name: str) -> None:
+    model = create_model(name, stochastic_depth=0.5).train()
+    for _ in range(4):
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert model.conv1.weight.grad is not None
+
+
 def _scaled_copy(block: BasicBlock, scale: float) -> BasicBlock:
     """``block`` without stochastic depth and with its residual branch multiplied by ``scale``
     (through bn2's affine parameters, which scale the branch output in train and eval mode)."""

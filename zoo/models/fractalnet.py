@@ -189,7 +189,7 @@ def _fractalnet(num_classes: int, in_chans: int, variant: dict[str, Any], **kwar
     return FractalNet(num_classes=num_classes, in_chans=in_chans, **{**variant, **kwargs})
 
 
-@register_model(family="fractalnet", input_size=32, paper=_PAPER, slow=True)
+@register_model(family="fractalnet", input_size=32, paper=_PAPER)
 def fractalnet_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> FractalNet:
     """The paper's CIFAR FractalNet: C=3, B=5, 64-128-256-512-512 channels (``dropout=PAPER_DROPOUT``
     for the paper's per-block dropout)."""

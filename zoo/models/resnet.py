@@ -120,7 +120,7 @@ class PostActBlock(ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         if self.stochastic_depth.drops_batch():
-            return self.relu(identity)
+            return F.relu(identity)  # not in place: identity may be x, which autograd still needs
         return self.relu(self.stochastic_depth(self.branch(x)) + identity)
 
 
