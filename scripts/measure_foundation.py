@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Measure the foundation targets (issue 2) and print a Markdown report.
+
+1. ``python train.py`` with defaults, as a user runs it: wall time and test accuracy (several seeds).
+2. Trainer overhead: time per optimizer step of the shared trainer against a hand-written PyTorch
+   loop over the same model, data, augmentation, optimizer, schedule and batch size (interleaved
+   repeats, median).
+
+    python scripts/measure_foundation.py [--seeds 42 1 2] [--repeats 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def default_run(seed: int | None, workdir: Path) -> dict[str, float]:
+    run_dir = workdir / f"default_{seed}"
+    args = [sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run_dir}"] + ([f"seed={seed}"] if seed is not None else [])
+    t0 = time.perf_counter()
+    subprocess.run(args, cwd=REPO, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"seed": seed, "wall_s": wall, "test_acc": metrics["test"]["acc"], "fit_s": metrics["fit_time_s"]}
+
+
+def trainer_step_time(workdir: Path, epochs: int) -> float:
+    """Seconds per optimizer step inside the trainer's training epochs (default config)."""
+    from hydra import compose, initialize_config_dir
+
+    from zoo.pipeline import train
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={workdir / f'trainer_{time.time_ns()}'}",
+                                          f"trainer.max_epochs={epochs}", "test=false"])
+    result = train(cfg)
+    train_time = sum(h["time/epoch_s"] for h in result["history"])
+    return train_time / result["global_step"]
+
+
+def hand_loop_step_time(epochs: int) -> float:
+    """The same work written as a plain PyTorch loop."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.data import build_datamodule
+    from zoo.data.augment import RandomAffine
+    from zoo.engine.optim import Schedule
+    from zoo.models import create_model
+
+    torch.manual_seed(42)
+    data = build_datamodule({"name": "digits", "batch_size": 64, "image_size": 32},
+                            {"name": "affine", "degrees": 10, "translate": 0.1, "scale": [0.9, 1.1]})
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    sched = Schedule(opt, {"name": "onecycle"}, len(data.train), epochs)
+    aug = RandomAffine(10, 0.1, (0.9, 1.1))
+    x_all, y_all = data.train.x, data.train.y
+    steps, total = 0, 0.0
+    for epoch in range(epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(epoch)
+        t0 = time.perf_counter()
+        order = torch.randperm(len(x_all), generator=gen)
+        for i in range(0, len(x_all), 64):
+            idx = order[i : i + 64]
+            x, y = aug(x_all[idx], gen), y_all[idx]
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step_batch()
+            steps += 1
+        total += time.perf_counter() - t0
+    return total / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 1, 2])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per overhead measurement")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    report: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        runs = [default_run(None, work)] + [default_run(s, work) for s in args.seeds if s != 42]
+        report["default_runs"] = runs
+        trainer, hand = [], []
+        for _ in range(args.repeats):  # interleaved so load changes hit both alike
+            trainer.append(trainer_step_time(work, args.epochs))
+            hand.append(hand_loop_step_time(args.epochs))
+    t, h = statistics.median(trainer), statistics.median(hand)
+    report["overhead"] = {"trainer_ms_per_step": 1e3 * t, "hand_loop_ms_per_step": 1e3 * h, "ratio": t / h,
+                          "trainer_all": trainer, "hand_all": hand}
+
+    print("## `python train.py` (LeNet-5, digits, defaults)\n")
+    print("| seed | test accuracy | wall time (s) | fit time (s) |\n|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['seed'] if r['seed'] is not None else '42 (default)'} | {100 * r['test_acc']:.2f}% | {r['wall_s']:.1f} | {r['fit_s']:.1f} |")
+    print("\n## Trainer overhead per optimizer step (median of", args.repeats, "interleaved repeats)\n")
+    print(f"| trainer | hand-written loop | ratio |\n|---|---|---|\n| {1e3 * t:.3f} ms | {1e3 * h:.3f} ms | {t / h:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
