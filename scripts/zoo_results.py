@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Train every digits experiment and write the README's results table.
+
+Each experiment runs as a user runs it, ``python train.py experiment=<name>`` in its own process,
+into a fresh run directory; the table takes test accuracy (best-validation weights), epochs,
+parameters and times from that run's ``metrics.json``.
+
+    python scripts/zoo_results.py                         # all configs/experiment/*_digits.yaml
+    python scripts/zoo_results.py resnet20_digits nin_small_digits
+    python scripts/zoo_results.py --update-readme         # rewrite the table between the markers
+    python scripts/zoo_results.py --from-runs outputs/results   # table from finished runs only
+
+Options after ``--`` go to every run as Hydra overrides (e.g. ``-- trainer.device=cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def experiments(names: list[str]) -> list[str]:
+    if names:
+        return names
+    return sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*_digits.yaml"))
+
+
+def run_one(name: str, out_root: Path, overrides: list[str], threads: int) -> dict | None:
+    run_dir = out_root / name
+    if (run_dir / "metrics.json").exists():  # finished earlier: reuse, never overwrite a run
+        return json.loads((run_dir / "metrics.json").read_text())
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(REPO / "train.py"), f"experiment={name}", f"hydra.run.dir={run_dir}",
+           "trainer.progress_bar=false", *overrides]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        print(f"  {name}: FAILED ({tail[0]})", file=sys.stderr)
+        return None
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"  {name}: test acc {100 * metrics['test']['acc']:.2f}% in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return metrics
+
+
+def table(rows: list[tuple[str, dict]]) -> str:
+    lines = [
+        "| experiment | model | params | epochs | test top-1 | train time (s) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, m in rows:
+        lines.append(
+            f"| `{name}` | `{m['model']}` | {m['params']:,} | {m['epochs_run']} | "
+            f"{100 * m['test']['acc']:.2f}% | {m['fit_time_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    readme = REPO / "README.md"
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"error: README.md has no {START} ... {END} markers; add them where the table belongs")
+    head, rest = content.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    overrides: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, overrides = argv[:i], argv[i + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="experiment names (default: every *_digits experiment)")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "results",
+                        help="run directories go to OUT/<experiment>; finished ones are reused")
+    parser.add_argument("--from-runs", action="store_true", help="only tabulate runs already under --out")
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS per run")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for name in experiments(args.names):
+        if args.from_runs:
+            path = args.out / name / "metrics.json"
+            metrics = json.loads(path.read_text()) if path.exists() else None
+        else:
+            metrics = run_one(name, args.out, overrides, args.threads)
+        if metrics is not None and "test" in metrics:
+            rows.append((name, metrics))
+    if not rows:
+        raise SystemExit("error: no finished runs to tabulate")
+    text = table(rows)
+    print(text)
+    if args.update_readme:
+        update_readme(text)
+
+
+if __name__ == "__main__":
+    main()
