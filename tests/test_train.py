@@ -57,7 +57,8 @@ def test_checkpoint_contents(trained: tuple[Path, dict]) -> None:
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["model_name"] == "lenet5" and state["epoch"] == 3
     assert state["config"]["model"]["name"] == "lenet5"
-    assert {"optimizer", "scheduler", "scaler", "rng", "best", "early_stopping"} <= set(state)
+    assert {"optimizers", "schedulers", "scaler", "rng", "best", "early_stopping"} <= set(state)
+    assert set(state["optimizers"]) == {"model"}
 
 
 def test_evaluate_uses_stored_config(trained: tuple[Path, dict], tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import torch
 from torch import nn
@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(ZooError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+@contextmanager
+def _only_trainable(owned: dict[str, list[nn.Parameter]], active: str) -> Iterator[None]:
+    """Freeze the parameters of the other optimizers while ``active`` takes its step (a GAN's
+    generator loss back-propagates through the discriminator without touching its gradients)."""
+    mine = {id(p) for p in owned[active]}
+    others = [p for name, ps in owned.items() if name != active for p in ps if id(p) not in mine and p.requires_grad]
+    for p in others:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in others:
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -167,21 +182,22 @@ class Trainer:
         self.best = MetricTracker(task.monitor_mode, keep_ties=True)
         self.early_stopping = EarlyStopping(es_cfg.get("patience"), task.monitor_mode, float(es_cfg.get("min_delta", 0.0)))
 
-        opt_cfg = dict(optimizer_cfg)
-        decay_nb = bool(opt_cfg.get("decay_norm_and_bias", False))
-        optimizer = build_optimizer(opt_cfg, task.param_groups(float(opt_cfg.get("weight_decay", 0.0)), decay_nb))
+        optimizers = self._build_optimizers(task, optimizer_cfg)
         train_batches = len(data.train) if cfg.limit_train_batches is None else min(len(data.train), cfg.limit_train_batches)
         if train_batches == 0:
             raise ConfigError("the training loader yields no batches; check the dataset and data.batch_size")
         steps_per_epoch = math.ceil(train_batches / cfg.accumulate_grad_batches)
-        schedule = Schedule(optimizer, scheduler_cfg, steps_per_epoch, cfg.max_epochs, task.monitor_mode)
+        schedules = {
+            name: Schedule(opt, scheduler_cfg, steps_per_epoch, cfg.max_epochs, task.monitor_mode)
+            for name, opt in optimizers.items()
+        }
         self.model_for_state = task.model
         step_fn = task.training_step
         if cfg.compile:
             step_fn = torch.compile(task.training_step)
 
         if ckpt_path:
-            self._resume(ckpt_path, task, optimizer, schedule)
+            self._resume(ckpt_path, task, optimizers, schedules)
 
         has_val = len(data.val) > 0
         history: list[dict[str, float]] = []
@@ -190,16 +206,17 @@ class Trainer:
         val_metrics: dict[str, float] = {}
         for epoch in range(self.epoch, cfg.max_epochs):
             t0 = time.perf_counter()
-            train_metrics = self._train_epoch(task, step_fn, data.train, optimizer, schedule, epoch, train_batches)
+            train_metrics = self._train_epoch(task, step_fn, data.train, optimizers, schedules, epoch, train_batches)
             epoch_time = time.perf_counter() - t0
             if has_val and (epoch + 1) % cfg.check_val_every_n_epoch == 0 or epoch + 1 == cfg.max_epochs and has_val:
                 val_metrics = self.evaluate(task, data.val, desc="val")
             monitored = val_metrics.get(task.monitor) if val_metrics else train_metrics.get(task.monitor)
-            schedule.step_epoch(monitored)
+            for schedule in schedules.values():
+                schedule.step_epoch(monitored)
             self.epoch = epoch + 1
             row = {"epoch": epoch, **{f"train/{k}": v for k, v in train_metrics.items()}}
             row.update({f"val/{k}": v for k, v in val_metrics.items()})
-            row["lr"] = optimizer.param_groups[0]["lr"]
+            row.update(self._learning_rates(optimizers))
             row["time/epoch_s"] = epoch_time
             history.append(row)
             self.logger.log_scalars({k: v for k, v in row.items() if k != "epoch"}, self.global_step)
@@ -208,7 +225,7 @@ class Trainer:
 
             improved = monitored is not None and self.best.update(monitored, epoch)
             stop = monitored is not None and self.early_stopping.step(monitored, epoch)
-            self._save(task, optimizer, schedule, row, improved)
+            self._save(task, optimizers, schedules, row, improved)
             if stop:
                 log.info(
                     "early stopping: %s did not improve for %d epochs (best %.4f at epoch %d)",
@@ -227,13 +244,28 @@ class Trainer:
             "fit_time_s": time.perf_counter() - fit_start,
         }
 
+    def _build_optimizers(self, task: Task, optimizer_cfg: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
+        optimizers = {}
+        for name in task.optimizer_names:
+            opt_cfg = dict(task.optimizer_config(name, dict(optimizer_cfg)))
+            decay_nb = bool(opt_cfg.get("decay_norm_and_bias", False))
+            groups = task.optimizer_param_groups(name, float(opt_cfg.get("weight_decay", 0.0)), decay_nb)
+            optimizers[name] = build_optimizer(opt_cfg, groups)
+        return optimizers
+
+    @staticmethod
+    def _learning_rates(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+        if len(optimizers) == 1:
+            return {"lr": next(iter(optimizers.values())).param_groups[0]["lr"]}
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
+
     def _train_epoch(
         self,
         task: Task,
         step_fn: Any,
         loader: Loader,
-        optimizer: torch.optim.Optimizer,
-        schedule: Schedule,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedules: dict[str, Schedule],
         epoch: int,
         num_batches: int,
     ) -> dict[str, float]:
@@ -242,49 +274,64 @@ class Trainer:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         accum = cfg.accumulate_grad_batches
-        params = [p for g in optimizer.param_groups for p in g["params"]]
+        multi = len(optimizers) > 1
+        owned = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
         sums: dict[str, torch.Tensor] = {}
         n = 0
         with self._progress(loader, f"epoch {epoch + 1}/{cfg.max_epochs}") as bar:
             for i, batch in enumerate(bar):
                 if i >= num_batches:
                     break
-                with self.autocast():
-                    out = step_fn(self._to_device(batch))
-                loss = out["loss"]
-                self.scaler.scale(loss / accum if accum > 1 else loss).backward()
-                if (i + 1) % accum == 0 or i + 1 == num_batches:
-                    if cfg.gradient_clip_val is not None:
-                        self.scaler.unscale_(optimizer)
-                        if cfg.gradient_clip_algorithm == "norm":
-                            nn.utils.clip_grad_norm_(params, cfg.gradient_clip_val)
-                        else:
-                            nn.utils.clip_grad_value_(params, cfg.gradient_clip_val)
-                    self.scaler.step(optimizer)
+                batch = self._to_device(batch)
+                boundary = (i + 1) % accum == 0 or i + 1 == num_batches
+                outs: dict[str, torch.Tensor] = {}
+                for name, optimizer in optimizers.items():
+                    with _only_trainable(owned, name) if multi else nullcontext():
+                        with self.autocast():
+                            out = step_fn(batch, name) if multi else step_fn(batch)
+                        loss = out["loss"]
+                        self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+                        if boundary:
+                            self._optimizer_step(optimizer, owned[name])
+                    outs.update({(f"loss/{name}" if multi and k == "loss" else k): v for k, v in out.items()})
+                if boundary:
                     self.scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    schedule.step_batch()
+                    for schedule in schedules.values():
+                        schedule.step_batch()
                     self.global_step += 1
                     if self.global_step % cfg.log_every_n_steps == 0:
-                        self._log_step(sums, n, out, optimizer, bar)
-                for k, v in out.items():
+                        self._log_step(outs, optimizers, bar)
+                for k, v in outs.items():
                     v = v.detach()
                     sums[k] = sums[k] + v if k in sums else v
                 n += 1
         self._check_finite(sums, n, epoch)
         return {k: float(v) / n for k, v in sums.items()} if n else {}
 
-    def _log_step(self, sums: dict[str, torch.Tensor], n: int, out: dict[str, torch.Tensor], optimizer: Any, bar: Any) -> None:
-        loss = float(out["loss"].detach())
-        if not math.isfinite(loss):
-            self._raise_nonfinite(loss)
-        lr = optimizer.param_groups[0]["lr"]
-        self.logger.log_scalars({"train/loss_step": loss, "lr": lr}, self.global_step)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+        cfg = self.cfg
+        if cfg.gradient_clip_val is not None:
+            self.scaler.unscale_(optimizer)
+            if cfg.gradient_clip_algorithm == "norm":
+                nn.utils.clip_grad_norm_(params, cfg.gradient_clip_val)
+            else:
+                nn.utils.clip_grad_value_(params, cfg.gradient_clip_val)
+        self.scaler.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+
+    def _log_step(self, out: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer], bar: Any) -> None:
+        losses = {k: float(v.detach()) for k, v in out.items() if k == "loss" or k.startswith("loss/")}
+        for value in losses.values():
+            if not math.isfinite(value):
+                self._raise_nonfinite(value)
+        lrs = self._learning_rates(optimizers)
+        self.logger.log_scalars({**{f"train/{k}_step": v for k, v in losses.items()}, **lrs}, self.global_step)
+        bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, **{k: f"{v:.2e}" for k, v in lrs.items()}}, refresh=False)
 
     def _check_finite(self, sums: dict[str, torch.Tensor], n: int, epoch: int) -> None:
-        if "loss" in sums and not math.isfinite(float(sums["loss"])):
-            self._raise_nonfinite(float(sums["loss"]), epoch)
+        for k, v in sums.items():
+            if (k == "loss" or k.startswith("loss/")) and not math.isfinite(float(v)):
+                self._raise_nonfinite(float(v), epoch)
 
     def _raise_nonfinite(self, value: float, epoch: int | None = None) -> None:
         where = f"in epoch {epoch + 1}" if epoch is not None else f"at step {self.global_step}"
@@ -296,19 +343,22 @@ class Trainer:
     def _summary_line(row: dict[str, float], max_epochs: int) -> str:
         parts = [f"epoch {int(row['epoch']) + 1}/{max_epochs}"]
         parts += [f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train/", "val/"))]
-        parts += [f"lr {row['lr']:.2e}", f"{row['time/epoch_s']:.2f}s"]
+        parts += [f"{k} {v:.2e}" for k, v in row.items() if k == "lr" or k.startswith("lr/")]
+        parts.append(f"{row['time/epoch_s']:.2f}s")
         return " | ".join(parts)
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
-    def state_dict(self, task: Task, optimizer: torch.optim.Optimizer, schedule: Schedule, metrics: dict[str, float]) -> dict[str, Any]:
+    def state_dict(
+        self, task: Task, optimizers: dict[str, torch.optim.Optimizer], schedules: dict[str, Schedule], metrics: dict[str, float]
+    ) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "version": VERSION,
             **self.run_info,
             "model": self.model_for_state.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in schedules.items()},
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch - 1,
             "global_step": self.global_step,
@@ -318,11 +368,11 @@ class Trainer:
             "metrics": {k: float(v) for k, v in metrics.items()},
         }
 
-    def _save(self, task: Task, optimizer: Any, schedule: Schedule, metrics: dict[str, float], improved: bool) -> None:
+    def _save(self, task: Task, optimizers: dict[str, Any], schedules: dict[str, Schedule], metrics: dict[str, float], improved: bool) -> None:
         ck = self.cfg.checkpoint
         if not ck.get("enabled", True):
             return
-        state = self.state_dict(task, optimizer, schedule, metrics)
+        state = self.state_dict(task, optimizers, schedules, metrics)
         if ck.get("save_last", True):
             save_checkpoint(state, self.ckpt_dir / "last.pt")
         if improved and ck.get("save_best", True):
@@ -331,7 +381,7 @@ class Trainer:
         if every and self.epoch % int(every) == 0:
             save_checkpoint(state, self.ckpt_dir / f"epoch_{self.epoch}.pt")
 
-    def _resume(self, path: str | Path, task: Task, optimizer: Any, schedule: Schedule) -> None:
+    def _resume(self, path: str | Path, task: Task, optimizers: dict[str, Any], schedules: dict[str, Schedule]) -> None:
         state = load_checkpoint(path, map_location=self.device)
         if state.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a zoo training checkpoint; to start from its weights use model.pretrained={path}")
@@ -343,8 +393,11 @@ class Trainer:
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             raise CheckpointError(f"{path} does not fit model {want}: {first}; check num_classes/in_chans against the checkpoint's config") from None
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
+        if set(state.get("optimizers", {})) != set(optimizers):
+            raise CheckpointError(f"{path} holds optimizers {sorted(state.get('optimizers', {}))}, this run has {sorted(optimizers)}")
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            schedules[name].load_state_dict(state["schedulers"][name])
         self.scaler.load_state_dict(state["scaler"])
         self.best.load_state_dict(state["best"])
         self.early_stopping.load_state_dict(state["early_stopping"])

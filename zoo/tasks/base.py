@@ -3,6 +3,10 @@
 The trainer calls ``training_step`` (a dict with a ``"loss"`` entry plus detached scalars to log),
 ``validation_step`` (accumulates metric state), ``reset_metrics`` and ``compute_metrics``; it never
 inspects the model itself.
+
+A task that trains with several optimizers (a GAN's discriminator and generator) lists them in
+``optimizer_names``; the trainer then calls ``training_step(batch, name)`` once per optimizer and
+batch, in that order, with only that optimizer's parameters requiring gradients, and steps it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Task(nn.Module):
     #: validation metric that selects the best checkpoint and drives plateau schedules / early stopping
     monitor: str = "loss"
     monitor_mode: str = "min"
+    #: optimizers stepped on every batch, in order; one entry means ``training_step(batch)``
+    optimizer_names: tuple[str, ...] = ("model",)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -45,6 +51,14 @@ class Task(nn.Module):
     def param_groups(self, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer (overridden by transfer-learning policies)."""
         return param_groups(self.model, weight_decay, decay_norm_and_bias)
+
+    def optimizer_param_groups(self, name: str, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
+        """Parameter groups of optimizer ``name``; multi-optimizer tasks override this."""
+        return self.param_groups(weight_decay, decay_norm_and_bias)
+
+    def optimizer_config(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The optimizer config for optimizer ``name`` (the run's ``optimizer`` config by default)."""
+        return cfg
 
 
 def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, **extra: Any) -> Task:
