@@ -55,3 +55,28 @@ def test_truncated_and_missing(tmp_path: Path) -> None:
     (tmp_path / "garbage.pt").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_export_to_safetensors(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from tests.helpers import run_cli
+    from zoo.engine.checkpoint import FORMAT
+    from zoo.models import create_model
+
+    model = create_model("lenet5", num_classes=10, in_chans=1)
+    ckpt = save_checkpoint({"format": FORMAT, "model_name": "lenet5", "config": {"model": {"name": "lenet5"}},
+                            "model": model.state_dict()}, tmp_path / "best.pt")
+    out = tmp_path / "lenet5.safetensors"
+    proc = run_cli("scripts/export_safetensors.py", str(ckpt), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_file(str(out))
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["model_name"] == "lenet5"
+
+    before = out.stat().st_mtime_ns
+    again = run_cli("scripts/export_safetensors.py", str(ckpt), "-o", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr and out.stat().st_mtime_ns == before

@@ -60,13 +60,15 @@ def preflight(config_dir: Path, argv: Sequence[str] | None = None) -> None:
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a :class:`ZooError` becomes a one-line ``error:`` and exit status 2."""
+    """Run ``fn``; a :class:`ZooError` becomes a one-line ``error:`` and its exit status (2, or 128+N
+    for a training run stopped by signal N after saving ``last.pt``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ZooError as e:
-            fail(str(e))
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
 
     return wrapper

@@ -11,6 +11,9 @@ from __future__ import annotations
 class ZooError(Exception):
     """Base class for errors caused by user input."""
 
+    #: the process exit status the command-line entry points use for this error
+    exit_code: int = 2
+
 
 class ConfigError(ZooError, ValueError):
     """An invalid or inconsistent configuration value."""
@@ -26,3 +29,11 @@ class DataNotFoundError(ZooError, FileNotFoundError):
 
 class CheckpointError(ZooError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the run."""
+
+
+class TrainingInterrupted(ZooError):
+    """SIGINT/SIGTERM arrived during training; ``last.pt`` was saved first."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for "terminated by signal N"

@@ -6,13 +6,14 @@ the metrics they also write to ``<run_dir>/metrics.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -22,12 +23,15 @@ from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import NullLogger, build_logger
 from zoo.engine.trainer import Trainer, TrainerConfig
 from zoo.engine.utils import seed_everything
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
 
 log = logging.getLogger("zoo")
+
+#: empty marker file a run creates first in its directory (exclusive create = the directory is ours)
+RUN_CLAIM = ".zoo-run"
 
 
 def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -40,10 +44,33 @@ def prepare_run_dir(path: str | Path) -> Path:
     """The run directory, refusing one that already holds another run's checkpoints or metrics."""
     run_dir = Path(path)
     ckpts = run_dir / "checkpoints"
+    refuse = f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)"
     if (ckpts.is_dir() and any(ckpts.iterdir())) or (run_dir / "metrics.json").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)")
+        raise ConfigError(refuse)
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # claimed atomically: of two processes given the same directory, exactly one proceeds
+        os.close(os.open(run_dir / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        raise ConfigError(refuse) from None
     return run_dir
+
+
+def _release_on_error(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    """A run that fails on user input before writing any checkpoint or metrics gives its directory
+    back (drops the claim), so the same ``hydra.run.dir`` can be used once the input is fixed."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> dict[str, Any]:
+        try:
+            return fn(cfg)
+        except ZooError:
+            run_dir = Path(cfg.paths.output_dir)
+            ckpts = run_dir / "checkpoints"
+            if not (ckpts.is_dir() and any(ckpts.iterdir())) and not (run_dir / "metrics.json").exists():
+                (run_dir / RUN_CLAIM).unlink(missing_ok=True)
+            raise
+
+    return wrapper
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
@@ -82,6 +109,7 @@ def _log_confusion(logger: NullLogger, task: Task, class_names: list[str], tag: 
     logger.log_figure(tag, confusion_figure(matrix, class_names), step)
 
 
+@_release_on_error
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; write ``metrics.json``."""
     start = time.perf_counter()
@@ -146,6 +174,7 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+@_release_on_error
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
     c = _container(cfg)

@@ -4,7 +4,7 @@ run resumed at an epoch boundary sees exactly the batches an uninterrupted run w
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -39,6 +39,8 @@ class TensorLoader:
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self._position: tuple[int, torch.Generator] | None = None  # batches yielded, generator, this epoch
+        self._resume: dict[str, Any] | None = None
 
     @property
     def dataset_size(self) -> int:
@@ -46,6 +48,17 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position inside the current epoch: batches yielded and the augmentation generator's state."""
+        if self._position is None:
+            return {"epoch": self.epoch, "batches": 0, "generator": None}
+        batches, gen = self._position
+        return {"epoch": self.epoch, "batches": batches, "generator": gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration over epoch ``state["epoch"]`` continue after ``state["batches"]``."""
+        self._resume = dict(state)
 
     def to(self, device: torch.device | str) -> TensorLoader:
         self.x, self.y = self.x.to(device), self.y.to(device)
@@ -59,7 +72,13 @@ class TensorLoader:
         n = len(self.x)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else None
-        for i in range(len(self)):
+        start, resume, self._resume = 0, self._resume, None
+        if resume is not None and resume["epoch"] == self.epoch and resume["batches"] > 0:
+            start = int(resume["batches"])
+            if resume["generator"] is not None:
+                gen.set_state(resume["generator"])
+        self._position = (start, gen)
+        for i in range(start, len(self)):
             if order is None:
                 xb, yb = self.x[i * self.batch_size : (i + 1) * self.batch_size], self.y[i * self.batch_size : (i + 1) * self.batch_size]
             else:
@@ -67,4 +86,5 @@ class TensorLoader:
                 xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb, gen)
+            self._position = (i + 1, gen)
             yield xb, yb

@@ -9,7 +9,12 @@ early stopping and exact resume at epoch boundaries. It talks to models only thr
 from __future__ import annotations
 
 import logging
+import itertools
+import os
+import shutil
 import math
+import signal
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from zoo.engine.checkpoint import FORMAT, VERSION, capture_rng_state, load_check
 from zoo.engine.loggers import NullLogger
 from zoo.engine.optim import Schedule, build_optimizer
 from zoo.engine.utils import autocast_dtype, resolve_device, resolve_precision
-from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
 from zoo.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,12 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(ZooError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+def _skip(loader: Any, start: int) -> Iterator[tuple[int, Any]]:
+    """``enumerate`` from batch ``start`` for loaders that cannot seek: the skipped batches are drawn
+    and dropped so a deterministic loader continues exactly where it stopped."""
+    return itertools.islice(enumerate(loader), start, None)
 
 
 @contextmanager
@@ -65,6 +76,8 @@ class TrainerConfig:
     compile: bool = False
     deterministic: bool = False
     limit_train_batches: int | None = None
+    nonfinite: str = "raise"  # raise: stop naming the step | skip: drop the update and count it
+    handle_signals: bool = True  # SIGINT/SIGTERM: save last.pt at the next step, then exit 128+N
     early_stopping: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +90,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.gradient_clip_val must be > 0 or null, got {self.gradient_clip_val}")
         if self.gradient_clip_algorithm not in ("norm", "value"):
             raise ConfigError(f"trainer.gradient_clip_algorithm must be norm or value, got {self.gradient_clip_algorithm!r}")
+        if self.nonfinite not in ("raise", "skip"):
+            raise ConfigError(f"trainer.nonfinite must be raise or skip, got {self.nonfinite!r}")
         if self.log_every_n_steps < 1 or self.check_val_every_n_epoch < 1:
             raise ConfigError("trainer.log_every_n_steps and trainer.check_val_every_n_epoch must be >= 1")
 
@@ -117,6 +132,10 @@ class Trainer:
         self.monitor = "val/loss"
         self.best = MetricTracker("min")
         self.early_stopping = EarlyStopping(None, "min")
+        self.skipped_steps = 0
+        self._signal: int | None = None
+        self._resume_partial: dict[str, Any] | None = None  # mid-epoch position from a checkpoint
+        self._first_bad_step: torch.Tensor | None = None  # device-side, so no sync per step
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 
@@ -199,10 +218,34 @@ class Trainer:
         if ckpt_path:
             self._resume(ckpt_path, task, optimizers, schedules)
 
+        fit_start = time.perf_counter()
+        with self._signal_guard():
+            history, stopped_early = self._fit_epochs(task, step_fn, data, optimizers, schedules, train_batches)
+        self.logger.flush()
+        return {
+            "history": history,
+            "epochs_run": self.epoch,
+            "global_step": self.global_step,
+            "best_epoch": self.best.best_epoch,
+            f"best/{self.monitor}": self.best.best,
+            "stopped_early": stopped_early,
+            "skipped_steps": self.skipped_steps,
+            "fit_time_s": time.perf_counter() - fit_start,
+        }
+
+    def _fit_epochs(
+        self,
+        task: Task,
+        step_fn: Any,
+        data: DataModule,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedules: dict[str, Schedule],
+        train_batches: int,
+    ) -> tuple[list[dict[str, float]], bool]:
+        cfg = self.cfg
         has_val = len(data.val) > 0
         history: list[dict[str, float]] = []
         stopped_early = False
-        fit_start = time.perf_counter()
         val_metrics: dict[str, float] = {}
         for epoch in range(self.epoch, cfg.max_epochs):
             t0 = time.perf_counter()
@@ -233,16 +276,7 @@ class Trainer:
                 )
                 stopped_early = True
                 break
-        self.logger.flush()
-        return {
-            "history": history,
-            "epochs_run": self.epoch,
-            "global_step": self.global_step,
-            "best_epoch": self.best.best_epoch,
-            f"best/{self.monitor}": self.best.best,
-            "stopped_early": stopped_early,
-            "fit_time_s": time.perf_counter() - fit_start,
-        }
+        return history, stopped_early
 
     def _build_optimizers(self, task: Task, optimizer_cfg: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
         optimizers = {}
@@ -273,40 +307,123 @@ class Trainer:
         task.train()
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
+        start, sums, n = self._start_position(loader, epoch)
         accum = cfg.accumulate_grad_batches
         multi = len(optimizers) > 1
         owned = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
-        sums: dict[str, torch.Tensor] = {}
-        n = 0
+        every = self.cfg.checkpoint.get("every_n_steps")
         with self._progress(loader, f"epoch {epoch + 1}/{cfg.max_epochs}") as bar:
-            for i, batch in enumerate(bar):
+            batches = enumerate(bar, start) if start == 0 or hasattr(loader, "load_state_dict") else _skip(bar, start)
+            for i, batch in batches:
                 if i >= num_batches:
                     break
                 batch = self._to_device(batch)
                 boundary = (i + 1) % accum == 0 or i + 1 == num_batches
                 outs: dict[str, torch.Tensor] = {}
+                skip = False
                 for name, optimizer in optimizers.items():
                     with _only_trainable(owned, name) if multi else nullcontext():
                         with self.autocast():
                             out = step_fn(batch, name) if multi else step_fn(batch)
                         loss = out["loss"]
+                        if cfg.nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):
+                            skip = True  # drop this batch's update for every optimizer
+                            optimizer.zero_grad(set_to_none=True)
+                            break
+                        self._track_finite(loss)
                         self.scaler.scale(loss / accum if accum > 1 else loss).backward()
                         if boundary:
                             self._optimizer_step(optimizer, owned[name])
                     outs.update({(f"loss/{name}" if multi and k == "loss" else k): v for k, v in out.items()})
+                if skip:
+                    self.skipped_steps += 1
+                    for optimizer in optimizers.values():
+                        optimizer.zero_grad(set_to_none=True)
+                    log.warning("non-finite loss at step %d (epoch %d, batch %d): update skipped (%d so far)",
+                                self.global_step + 1, epoch + 1, i + 1, self.skipped_steps)
+                else:
+                    for k, v in outs.items():
+                        v = v.detach()
+                        sums[k] = sums[k] + v if k in sums else v
+                    n += 1
                 if boundary:
-                    self.scaler.update()
+                    if not skip:
+                        self.scaler.update()
                     for schedule in schedules.values():
                         schedule.step_batch()
                     self.global_step += 1
-                    if self.global_step % cfg.log_every_n_steps == 0:
+                    if self.global_step % cfg.log_every_n_steps == 0 and not skip:
+                        self._check_first_bad()
                         self._log_step(outs, optimizers, bar)
-                for k, v in outs.items():
-                    v = v.detach()
-                    sums[k] = sums[k] + v if k in sums else v
-                n += 1
+                    if self._signal is not None or (every and self.global_step % int(every) == 0):
+                        self._check_first_bad()
+                        partial = {"batches": i + 1, "n": n, "sums": {k: float(v) for k, v in sums.items()}}
+                        if hasattr(loader, "state_dict"):
+                            partial["loader"] = loader.state_dict()
+                        self._save(task, optimizers, schedules, {}, improved=False, partial=partial)
+                        if self._signal is not None:
+                            self._interrupted(epoch, i + 1)
+        self._check_first_bad()
         self._check_finite(sums, n, epoch)
         return {k: float(v) / n for k, v in sums.items()} if n else {}
+
+    def _start_position(self, loader: Loader, epoch: int) -> tuple[int, dict[str, torch.Tensor], int]:
+        """Where this epoch starts: batch 0, or the mid-epoch position a resumed checkpoint recorded."""
+        partial, self._resume_partial = self._resume_partial, None
+        if partial is None or partial["epoch"] != epoch:
+            return 0, {}, 0
+        if "loader" in partial and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(partial["loader"])
+        sums = {k: torch.tensor(v, device=self.device) for k, v in partial["sums"].items()}
+        return int(partial["batches"]), sums, int(partial["n"])
+
+    def _track_finite(self, loss: torch.Tensor) -> None:
+        """Remember the first step with a non-finite loss without synchronising the device."""
+        if self.cfg.nonfinite != "raise":
+            return
+        step = torch.tensor(self.global_step + 1, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        first = self._first_bad_step if self._first_bad_step is not None else torch.tensor(-1, device=loss.device)
+        self._first_bad_step = torch.where(bad & (first < 0), step, first)
+        if loss.device.type == "cpu":  # no device to wait for: stop at once
+            self._check_first_bad()
+
+    def _check_first_bad(self) -> None:
+        if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
+            step = int(self._first_bad_step)
+            self._first_bad_step = None
+            raise NonFiniteLossError(
+                f"training loss became NaN/inf at step {step}; lower optimizer.lr, set trainer.gradient_clip_val, "
+                "set trainer.nonfinite=skip to drop such updates, or check the data"
+            )
+
+    @contextmanager
+    def _signal_guard(self) -> Iterator[None]:
+        """Turn SIGINT/SIGTERM into a request to save ``last.pt`` and stop after the current step."""
+        if not self.cfg.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+            log.warning("received %s: saving last.pt after the current step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _interrupted(self, epoch: int, batches: int) -> None:
+        assert self._signal is not None
+        name = signal.Signals(self._signal).name
+        saved = self.ckpt_dir / "last.pt"
+        where = f"saved {saved}; resume with ckpt_path={saved}" if saved.exists() else "checkpointing is off, nothing saved"
+        raise TrainingInterrupted(f"stopped by {name} in epoch {epoch + 1} after batch {batches} (step {self.global_step}); {where}",
+                                  self._signal)
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
         cfg = self.cfg
@@ -365,21 +482,49 @@ class Trainer:
             "best": self.best.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
             "rng": capture_rng_state(),
+            "skipped_steps": self.skipped_steps,
             "metrics": {k: float(v) for k, v in metrics.items()},
         }
 
-    def _save(self, task: Task, optimizers: dict[str, Any], schedules: dict[str, Schedule], metrics: dict[str, float], improved: bool) -> None:
+    def _save(
+        self,
+        task: Task,
+        optimizers: dict[str, Any],
+        schedules: dict[str, Schedule],
+        metrics: dict[str, float],
+        improved: bool,
+        partial: dict[str, Any] | None = None,
+    ) -> None:
+        """Write ``last.pt`` (and ``best.pt``/``epoch_N.pt``); ``partial`` marks a mid-epoch save,
+        which only updates ``last.pt``."""
         ck = self.cfg.checkpoint
         if not ck.get("enabled", True):
             return
         state = self.state_dict(task, optimizers, schedules, metrics)
-        if ck.get("save_last", True):
-            save_checkpoint(state, self.ckpt_dir / "last.pt")
+        if partial is not None:
+            state["partial_epoch"] = {"epoch": self.epoch, **partial}
+            if ck.get("save_last", True):
+                save_checkpoint(state, self.ckpt_dir / "last.pt")
+            return
+        # best before last: a crash in between leaves last.pt behind best.pt, and resuming re-runs the epoch
         if improved and ck.get("save_best", True):
             save_checkpoint(state, self.ckpt_dir / "best.pt")
+        if ck.get("save_last", True):
+            save_checkpoint(state, self.ckpt_dir / "last.pt")
         every = ck.get("every_n_epochs")
         if every and self.epoch % int(every) == 0:
             save_checkpoint(state, self.ckpt_dir / f"epoch_{self.epoch}.pt")
+
+    def _carry_best(self, path: Path) -> None:
+        """A resumed run continues its source run: bring that run's ``best.pt`` along, so the best
+        weights so far are not lost when no later epoch beats them."""
+        source, target = path.parent / "best.pt", self.ckpt_dir / "best.pt"
+        if not source.is_file() or target.exists() or source.resolve() == target.resolve():
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.copy")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
 
     def _resume(self, path: str | Path, task: Task, optimizers: dict[str, Any], schedules: dict[str, Schedule]) -> None:
         state = load_checkpoint(path, map_location=self.device)
@@ -403,7 +548,11 @@ class Trainer:
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch = int(state["epoch"]) + 1
         self.global_step = int(state["global_step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._resume_partial = state.get("partial_epoch")
+        self._carry_best(Path(path))
         restore_rng_state(state["rng"])
-        log.info("resumed from %s: continuing at epoch %d (step %d)", path, self.epoch + 1, self.global_step)
+        within = f", batch {self._resume_partial['batches'] + 1}" if self._resume_partial else ""
+        log.info("resumed from %s: continuing at epoch %d%s (step %d)", path, self.epoch + 1, within, self.global_step)
         if self.epoch >= self.cfg.max_epochs:
             log.warning("checkpoint already reached trainer.max_epochs=%d; nothing left to train", self.cfg.max_epochs)

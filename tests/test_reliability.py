@@ -1,0 +1,175 @@
+"""Exact mid-epoch resume, SIGINT/SIGTERM handling and non-finite losses in the shared trainer."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+from zoo.data import build_datamodule
+from zoo.data.base import DataModule
+from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from zoo.errors import TrainingInterrupted
+from zoo.models import create_model
+from zoo.tasks.classification import ClassificationTask
+
+DATA = {"name": "digits", "batch_size": 64, "image_size": 32}
+AUG = {"name": "affine", "degrees": 10, "translate": 0.1, "scale": [0.9, 1.1]}
+OPT = {"name": "adam", "lr": 0.005}
+SCHED = {"name": "onecycle"}
+
+
+class Scripted(ClassificationTask):
+    """Classification with hooks to misbehave at a given training step (1-based)."""
+
+    def __init__(self, *args: Any, signal_at: int | None = None, nan_at: int | None = None, kill_at: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.signal_at, self.nan_at, self.kill_at = signal_at, nan_at, kill_at
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        if self.calls == self.kill_at + 1 if self.kill_at else False:
+            raise RuntimeError("killed")  # the process dies before this step: nothing more is written
+        out = super().training_step(batch)
+        if self.calls == self.signal_at:
+            signal.raise_signal(signal.SIGTERM)  # delivered to the trainer's handler, as `kill` would
+        if self.calls == self.nan_at:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+class Unseekable:
+    """A loader without state_dict/load_state_dict (like a plain DataLoader)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.inner = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.inner)
+
+
+def _data(unseekable: bool = False) -> DataModule:
+    data = build_datamodule(DATA, AUG, seed=42)
+    if unseekable:
+        data.train = Unseekable(data.train)  # type: ignore[assignment]
+    return data
+
+
+def _fit(run_dir: Path, epochs: int = 2, ckpt: Path | None = None, unseekable: bool = False, **kw: Any) -> tuple[Scripted, dict]:
+    torch.manual_seed(0)
+    checkpoint = {"every_n_steps": kw.pop("every_n_steps", None)}
+    cfg = TrainerConfig(max_epochs=epochs, device="cpu", progress_bar=False, checkpoint=checkpoint,
+                        nonfinite=kw.pop("nonfinite", "raise"))
+    task = Scripted(create_model("lenet5", num_classes=10, in_chans=1), num_classes=10, label_smoothing=0.1, **kw)
+    result = Trainer(cfg, run_dir, run_info={"model_name": "lenet5"}).fit(task, _data(unseekable), OPT, SCHED, ckpt_path=ckpt)
+    return task, result
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    task, _ = _fit(tmp_path_factory.mktemp("ref"))
+    return {k: v.clone() for k, v in task.model.state_dict().items()}
+
+
+def _assert_same(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+
+
+@pytest.mark.parametrize("unseekable", [False, True], ids=["seek", "replay"])
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path: Path, reference: dict, unseekable: bool) -> None:
+    # 20 batches per epoch: stop in the middle of the second epoch
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(tmp_path / "a", signal_at=27, unseekable=unseekable)
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    assert "SIGTERM" in str(info.value) and "ckpt_path=" in str(info.value)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["global_step"] == 27 and state["partial_epoch"]["epoch"] == 1 and state["partial_epoch"]["batches"] == 7
+
+    resumed, result = _fit(tmp_path / "b", ckpt=last, unseekable=unseekable)
+    assert result["global_step"] == 40
+    _assert_same(resumed.model, reference)
+
+
+def test_periodic_step_checkpoint_resumes_exactly(tmp_path: Path, reference: dict) -> None:
+    _fit(tmp_path / "a", epochs=1, every_n_steps=7)  # last mid-epoch save at step 14, then epoch end at 20
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert "partial_epoch" not in state and state["global_step"] == 20
+
+    # a run that dies (SIGKILL: no handler runs) after step 30 leaves the periodic save of step 28
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(tmp_path / "c", every_n_steps=7, kill_at=30)
+    state = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
+    assert state["global_step"] == 28 and state["partial_epoch"]["batches"] == 8
+    resumed, _ = _fit(tmp_path / "d", ckpt=tmp_path / "c" / "checkpoints" / "last.pt")
+    _assert_same(resumed.model, reference)
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match="at step 5;"):
+        _fit(tmp_path, epochs=1, nan_at=5)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()  # nothing trained on NaN was saved
+
+
+def test_nonfinite_loss_skipped_when_configured(tmp_path: Path) -> None:
+    task, result = _fit(tmp_path, epochs=1, nan_at=5, nonfinite="skip")
+    assert result["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in task.model.parameters())
+    assert result["history"][-1]["val/acc"] > 0.5
+
+
+def test_run_directory_is_claimed_once(tmp_path: Path) -> None:
+    from zoo.errors import ConfigError
+    from zoo.pipeline import prepare_run_dir
+
+    prepare_run_dir(tmp_path / "run")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        prepare_run_dir(tmp_path / "run")  # a concurrent job handed the same directory
+
+
+def test_failed_run_gives_its_directory_back(tmp_path: Path) -> None:
+    from tests.helpers import FAST, make_cfg
+    from zoo.errors import ConfigError
+    from zoo.pipeline import train
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(make_cfg(tmp_path, *FAST, "data.batch_size=0"))
+    result = train(make_cfg(tmp_path, *FAST, "trainer.max_epochs=1"))  # same directory, input fixed
+    assert (tmp_path / "checkpoints" / "last.pt").exists() and result["epochs_run"] == 1
+
+
+def test_sigterm_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run}", "trainer.max_epochs=200",
+                             "trainer.progress_bar=false", "logger=none"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and f"ckpt_path={last}" in lines[0]
+    state = load_checkpoint(last)
+    assert state["global_step"] > 0
