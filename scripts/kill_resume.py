@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BASE = ["trainer.device=cpu", "trainer.deterministic=true", "trainer.progress_bar=false", "logger=none",
-        "trainer.max_epochs=6", "trainer.checkpoint.every_n_steps=7"]
+        "trainer.max_epochs=20", "trainer.checkpoint.every_n_steps=7"]
 
 
 def launch(run_dir: Path, overrides: list[str], ckpt: Path | None) -> subprocess.Popen[bytes]:
@@ -63,18 +63,25 @@ def main() -> int:
         print(ref.stderr.read().decode() if ref.stderr else "", file=sys.stderr)
         return 1
     duration = time.perf_counter() - t0
-    print(f"uninterrupted run: {duration:.1f} s")
+    ref_metrics_all = json.loads((work / "reference" / "metrics.json").read_text())
+    fit_time = float(ref_metrics_all["fit_time_s"])
+    total_steps = int(ref_metrics_all["global_step"])
+    print(f"uninterrupted run: {duration:.1f} s ({fit_time:.1f} s training, {total_steps} steps)")
 
     ckpt: Path | None = None
-    kills, attempt = 0, 0
+    kills, attempt, done = 0, 0, 0
     while True:
         attempt += 1
         run_dir = work / f"attempt_{attempt}"
         proc = launch(run_dir, extra, ckpt)
         if kills < args.kills:
-            delay = rng.uniform(0.3, 0.9) * duration
+            # once this attempt has written its first checkpoint, kill it somewhere in the training left
+            last = run_dir / "checkpoints" / "last.pt"
+            while not last.exists() and proc.poll() is None:
+                time.sleep(0.01)
+            remaining = fit_time * (1 - done / total_steps)
             try:
-                proc.wait(timeout=delay)
+                proc.wait(timeout=rng.uniform(0.0, 0.6) * remaining)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -85,17 +92,18 @@ def main() -> int:
             state = load_checkpoint(last)  # never torn: raises if a kill left a corrupt file
             where = state.get("partial_epoch")
             pos = f"epoch {where['epoch'] + 1} batch {where['batches']}" if where else f"end of epoch {state['epoch'] + 1}"
-            print(f"attempt {attempt}: exit {code}, last.pt at step {state['global_step']} ({pos})")
+            done = int(state["global_step"])
+            print(f"attempt {attempt}: exit {code}, last.pt at step {done} ({pos})")
             ckpt = last
         else:
-            print(f"attempt {attempt}: exit {code}, killed before the first checkpoint")
+            print(f"attempt {attempt}: exit {code}, no new checkpoint")
         if code == 0:
             break
 
     ref_state = load_checkpoint(work / "reference" / "checkpoints" / "last.pt")
     final = load_checkpoint(ckpt)  # type: ignore[arg-type]
     same = all(torch.equal(final["model"][k], v) for k, v in ref_state["model"].items())
-    ref_metrics = json.loads((work / "reference" / "metrics.json").read_text())["test"]
+    ref_metrics = ref_metrics_all["test"]
     run_metrics = json.loads((work / f"attempt_{attempt}" / "metrics.json").read_text())["test"]
     print(f"kills: {kills}; final weights identical: {same}; test metrics {run_metrics} vs {ref_metrics}")
     return 0 if same and run_metrics == ref_metrics else 1
