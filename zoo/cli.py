@@ -19,6 +19,23 @@ from zoo.registry import close_names
 EXIT_USAGE = 2
 
 
+def _run_name(default: str) -> str:
+    from zoo.engine.distributed import run_name
+
+    return run_name(default)
+
+
+def register_resolvers() -> None:
+    """``${zoo_run_name:<default>}``: the run-directory leaf, shared by all ranks of a torchrun job."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("zoo_run_name"):
+        OmegaConf.register_new_resolver("zoo_run_name", _run_name)
+
+
+register_resolvers()
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(EXIT_USAGE)

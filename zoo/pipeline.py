@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.data import DataModule, build_datamodule
+from zoo.engine import distributed
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import NullLogger, build_logger
 from zoo.engine.trainer import Trainer, TrainerConfig
@@ -40,14 +41,18 @@ def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return dict(cfg)
 
 
-def prepare_run_dir(path: str | Path) -> Path:
-    """The run directory, refusing one that already holds another run's checkpoints or metrics."""
+def prepare_run_dir(path: str | Path, claim: bool = True) -> Path:
+    """The run directory, refusing one that already holds another run's checkpoints or metrics.
+
+    ``claim=False`` (the non-zero ranks of a distributed job) uses the directory rank 0 claims."""
     run_dir = Path(path)
     ckpts = run_dir / "checkpoints"
     refuse = f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)"
     if (ckpts.is_dir() and any(ckpts.iterdir())) or (run_dir / "metrics.json").exists():
         raise ConfigError(refuse)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not claim:
+        return run_dir
     try:  # claimed atomically: of two processes given the same directory, exactly one proceeds
         os.close(os.open(run_dir / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
@@ -113,11 +118,15 @@ def _log_confusion(logger: NullLogger, task: Task, class_names: list[str], tag: 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; write ``metrics.json``."""
     start = time.perf_counter()
-    run_dir = prepare_run_dir(cfg.paths.output_dir)
+    main = distributed.env().is_main
+    run_dir = prepare_run_dir(cfg.paths.output_dir, claim=main)
     c = _container(cfg)
     trainer_cfg = TrainerConfig.from_dict(c["trainer"])
     seed_everything(int(c["seed"]), trainer_cfg.deterministic)
     trainer_device = Trainer(trainer_cfg, run_dir).device  # fail fast on a bad device before loading data
+    dist_env = distributed.setup(trainer_device)
+    if dist_env.enabled:
+        log.info("distributed: %d processes, %s backend", dist_env.world_size, torch.distributed.get_backend())
 
     model_name = c["model"]["name"]
     model_info(model_name)  # fail fast on an unknown model name before loading data
@@ -131,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer_device,
     )
 
-    logger = build_logger(c.get("logger"), run_dir)
+    logger = build_logger(c.get("logger"), run_dir) if main else NullLogger()
     run_info = {
         "model_name": model_name,
         "task": info["task"],
@@ -152,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         if fit["history"]:
             result["final"] = {k: v for k, v in fit["history"][-1].items() if k.startswith(("train/", "val/"))}
+        distributed.barrier()  # rank 0's last checkpoint is on disk
         if c.get("test", True) and len(data.test) > 0:
             best = trainer.ckpt_dir / "best.pt"
             if best.exists():
@@ -163,11 +173,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("test (%s weights): %s", "best" if best.exists() else "final", _fmt(test))
         result["wall_time_s"] = time.perf_counter() - start
         result["history"] = fit["history"]
-        write_json(result, run_dir / "metrics.json")
+        if main:
+            write_json(result, run_dir / "metrics.json")
         log.info("run directory: %s", run_dir)
         return result
     finally:
         logger.close()
+        distributed.teardown()
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -41,6 +41,7 @@ class TensorLoader:
         self.epoch = 0
         self._position: tuple[int, torch.Generator] | None = None  # batches yielded, generator, this epoch
         self._resume: dict[str, Any] | None = None
+        self.rank, self.world_size = 0, 1
 
     @property
     def dataset_size(self) -> int:
@@ -64,14 +65,40 @@ class TensorLoader:
         self.x, self.y = self.x.to(device), self.y.to(device)
         return self
 
-    def __len__(self) -> int:
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """Serve only process ``rank``'s share of every global batch of ``batch_size * world_size``
+        samples (distributed training). All ranks draw the same order; the data is padded by
+        wrapping around to a multiple of ``world_size`` so every rank gets as many batches."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def _padded_size(self) -> int:
         n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-n // self.world_size) * self.world_size
+
+    def __len__(self) -> int:
+        n, global_batch = self._padded_size(), self.batch_size * self.world_size
+        return n // global_batch if self.drop_last else -(-n // global_batch)
+
+    def _batch_indices(self, order: torch.Tensor | None, i: int) -> torch.Tensor | slice:
+        """Rows of batch ``i`` for this rank: its equal part of the ``i``-th global batch."""
+        start = i * self.batch_size * self.world_size
+        stop = min(start + self.batch_size * self.world_size, self._padded_size())
+        part = (stop - start) // self.world_size
+        lo, hi = start + self.rank * part, start + (self.rank + 1) * part
+        return slice(lo, hi) if order is None else order[lo:hi]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=gen).to(self.x.device) if self.shuffle else None
+        if self.world_size > 1:
+            base = order if order is not None else torch.arange(n, device=self.x.device)
+            order = torch.cat([base, base[: self._padded_size() - n]])
+            # each rank augments its own samples with its own stream
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 997 + self.rank + 1)
         start, resume, self._resume = 0, self._resume, None
         if resume is not None and resume["epoch"] == self.epoch and resume["batches"] > 0:
             start = int(resume["batches"])
@@ -79,11 +106,8 @@ class TensorLoader:
                 gen.set_state(resume["generator"])
         self._position = (start, gen)
         for i in range(start, len(self)):
-            if order is None:
-                xb, yb = self.x[i * self.batch_size : (i + 1) * self.batch_size], self.y[i * self.batch_size : (i + 1) * self.batch_size]
-            else:
-                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-                xb, yb = self.x[idx], self.y[idx]
+            idx = self._batch_indices(order, i)
+            xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb, gen)
             self._position = (i + 1, gen)

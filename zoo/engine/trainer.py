@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from zoo.data.base import DataModule, Loader
+from zoo.engine import distributed
 from zoo.engine.callbacks import EarlyStopping, MetricTracker
 from zoo.engine.checkpoint import FORMAT, VERSION, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from zoo.engine.loggers import NullLogger
@@ -78,6 +79,8 @@ class TrainerConfig:
     limit_train_batches: int | None = None
     nonfinite: str = "raise"  # raise: stop naming the step | skip: drop the update and count it
     handle_signals: bool = True  # SIGINT/SIGTERM: save last.pt at the next step, then exit 128+N
+    sync_batchnorm: bool = False  # DDP: batch statistics over all processes' shards
+    find_unused_parameters: bool = False  # DDP: needed when some parameters skip a step (stochastic depth, drop-path)
     early_stopping: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
@@ -123,7 +126,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.logger = logger or NullLogger()
         self.run_info = run_info or {}
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.local_device(resolve_device(cfg.device))
+        self.dist = distributed.env()
         self.precision = resolve_precision(cfg.precision, self.device)
         self._amp_dtype = autocast_dtype(self.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
@@ -180,7 +184,8 @@ class Trainer:
     def _progress(self, loader: Loader, desc: str) -> Any:
         from tqdm.auto import tqdm
 
-        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None if self.cfg.progress_bar else True)
+        show = self.cfg.progress_bar and self.dist.is_main
+        return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None if show else True)
 
     # ---- training --------------------------------------------------------------------------------------------------
 
@@ -219,8 +224,17 @@ class Trainer:
             self._resume(ckpt_path, task, optimizers, schedules)
 
         fit_start = time.perf_counter()
-        with self._signal_guard():
-            history, stopped_early = self._fit_epochs(task, step_fn, data, optimizers, schedules, train_batches)
+        model = task.model
+        if self.dist.enabled:
+            if not hasattr(data.train, "shard"):
+                raise ConfigError(f"the training loader ({type(data.train).__name__}) cannot be sharded across processes")
+            data.train.shard(self.dist.rank, self.dist.world_size)
+            task.model = distributed.wrap_model(model, self.device, cfg.sync_batchnorm, cfg.find_unused_parameters)
+        try:
+            with self._signal_guard():
+                history, stopped_early = self._fit_epochs(task, step_fn, data, optimizers, schedules, train_batches)
+        finally:
+            task.model = model
         self.logger.flush()
         return {
             "history": history,
@@ -326,7 +340,7 @@ class Trainer:
                         with self.autocast():
                             out = step_fn(batch, name) if multi else step_fn(batch)
                         loss = out["loss"]
-                        if cfg.nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):
+                        if cfg.nonfinite == "skip" and distributed.any_rank(not bool(torch.isfinite(loss.detach())), self.device):
                             skip = True  # drop this batch's update for every optimizer
                             optimizer.zero_grad(set_to_none=True)
                             break
@@ -355,6 +369,8 @@ class Trainer:
                     if self.global_step % cfg.log_every_n_steps == 0 and not skip:
                         self._check_first_bad()
                         self._log_step(outs, optimizers, bar)
+                    if self.dist.enabled and distributed.any_rank(self._signal is not None, self.device):
+                        self._signal = self._signal or signal.SIGTERM  # every rank stops at the same step
                     if self._signal is not None or (every and self.global_step % int(every) == 0):
                         self._check_first_bad()
                         partial = {"batches": i + 1, "n": n, "sums": {k: float(v) for k, v in sums.items()}}
@@ -365,7 +381,8 @@ class Trainer:
                             self._interrupted(epoch, i + 1)
         self._check_first_bad()
         self._check_finite(sums, n, epoch)
-        return {k: float(v) / n for k, v in sums.items()} if n else {}
+        means = distributed.all_reduce_mean({k: v / n for k, v in sums.items()}) if n else {}
+        return {k: float(v) for k, v in means.items()}
 
     def _start_position(self, loader: Loader, epoch: int) -> tuple[int, dict[str, torch.Tensor], int]:
         """Where this epoch starts: batch 0, or the mid-epoch position a resumed checkpoint recorded."""
@@ -420,6 +437,7 @@ class Trainer:
     def _interrupted(self, epoch: int, batches: int) -> None:
         assert self._signal is not None
         name = signal.Signals(self._signal).name
+        distributed.barrier()  # rank 0 has finished writing last.pt
         saved = self.ckpt_dir / "last.pt"
         where = f"saved {saved}; resume with ckpt_path={saved}" if saved.exists() else "checkpointing is off, nothing saved"
         raise TrainingInterrupted(f"stopped by {name} in epoch {epoch + 1} after batch {batches} (step {self.global_step}); {where}",
@@ -498,7 +516,7 @@ class Trainer:
         """Write ``last.pt`` (and ``best.pt``/``epoch_N.pt``); ``partial`` marks a mid-epoch save,
         which only updates ``last.pt``."""
         ck = self.cfg.checkpoint
-        if not ck.get("enabled", True):
+        if not ck.get("enabled", True) or not self.dist.is_main:
             return
         state = self.state_dict(task, optimizers, schedules, metrics)
         if partial is not None:

@@ -1,0 +1,60 @@
+"""DistributedDataParallel on CPU (gloo, 2 processes under torchrun) against one process with the
+same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import REPO, make_cfg
+from zoo.engine.checkpoint import load_checkpoint
+from zoo.pipeline import train
+
+# no augmentation (each rank augments its own shard with its own stream); full global batches only
+COMMON = ["trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none", "augmentation=none",
+          "trainer.device=cpu", "trainer.limit_train_batches=19", "trainer.deterministic=true"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    ddp_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(REPO / "train.py"),
+         *COMMON, "data.batch_size=32", f"hydra.run.dir={ddp_dir}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 2 processes, gloo backend" in proc.stdout + proc.stderr
+
+    single = train(make_cfg(tmp_path / "single", *COMMON, "data.batch_size=64"))
+    ddp = json.loads((ddp_dir / "metrics.json").read_text())
+    assert ddp["global_step"] == single["global_step"] == 38
+    a = load_checkpoint(ddp_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"]
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+    # train metrics are averaged over the ranks; test metrics are computed on the full split everywhere
+    assert abs(ddp["final"]["train/loss"] - single["final"]["train/loss"]) < 1e-3
+    assert abs(ddp["test"]["acc"] - single["test"]["acc"]) < 0.01
+    # rank 0 alone writes: one run directory, one metrics file, one set of checkpoints
+    assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_loader_shards_cover_each_global_batch() -> None:
+    from zoo.data.loaders import TensorLoader
+
+    x, y = torch.arange(10.0).view(10, 1), torch.arange(10)
+    whole = [b.tolist() for _, b in TensorLoader(x, y, 4, shuffle=True, seed=3)]
+    shards = [[b.tolist() for _, b in TensorLoader(x, y, 2, shuffle=True, seed=3).shard(r, 2)] for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(whole) == 3
+    for i, batch in enumerate(whole[:2]):  # full global batches: the two halves, in rank order
+        assert shards[0][i] + shards[1][i] == batch
+    # the last, partial batch is padded by wrapping around so both ranks get equal halves
+    assert len(shards[0][2]) == len(shards[1][2]) == 1
