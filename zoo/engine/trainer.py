@@ -79,6 +79,7 @@ class TrainerConfig:
     limit_train_batches: int | None = None
     nonfinite: str = "raise"  # raise: stop naming the step | skip: drop the update and count it
     handle_signals: bool = True  # SIGINT/SIGTERM: save last.pt at the next step, then exit 128+N
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels for fixed input shapes (off when deterministic)
     sync_batchnorm: bool = False  # DDP: batch statistics over all processes' shards
     find_unused_parameters: bool = False  # DDP: needed when some parameters skip a step (stochastic depth, drop-path)
     early_stopping: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +129,8 @@ class Trainer:
         self.run_info = run_info or {}
         self.device = distributed.local_device(resolve_device(cfg.device))
         self.dist = distributed.env()
+        if self.device.type == "cuda" and cfg.cudnn_benchmark and not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True
         self.precision = resolve_precision(cfg.precision, self.device)
         self._amp_dtype = autocast_dtype(self.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
