@@ -26,3 +26,7 @@ class DataNotFoundError(ZooError, FileNotFoundError):
 
 class CheckpointError(ZooError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the run."""
+
+
+class CorruptDataError(ZooError, ValueError):
+    """A data file that exists but cannot be read (a truncated or non-image file)."""

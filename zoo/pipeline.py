@@ -6,10 +6,7 @@ the metrics they also write to ``<run_dir>/metrics.json``.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from zoo.data import DataModule, build_datamodule
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import NullLogger, build_logger
 from zoo.engine.trainer import Trainer, TrainerConfig
-from zoo.engine.utils import seed_everything
+from zoo.engine.utils import seed_everything, write_json
 from zoo.errors import CheckpointError, ConfigError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
@@ -44,15 +41,6 @@ def prepare_run_dir(path: str | Path) -> Path:
         raise ConfigError(f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
