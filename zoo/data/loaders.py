@@ -127,6 +127,14 @@ def _one_line(error: CorruptDataError) -> str:
     return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
 
 
+def one_line_errors(loader: DataLoader) -> Iterator[Any]:
+    """Iterate ``loader``; an unreadable file raised in a worker keeps its one-line message."""
+    try:
+        yield from loader
+    except CorruptDataError as e:
+        raise CorruptDataError(_one_line(e)) from None
+
+
 class ImageLoader:
     """A ``DataLoader`` over a :class:`TransformedDataset` that the trainer uses like a :class:`TensorLoader`."""
 
@@ -170,12 +178,9 @@ class ImageLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
         self.skipped = 0
-        try:
-            for x, y, skipped in self.loader:
-                self.skipped += skipped
-                if x is not None:
-                    yield x, y
-        except CorruptDataError as e:
-            raise CorruptDataError(_one_line(e)) from None
+        for x, y, skipped in one_line_errors(self.loader):
+            self.skipped += skipped
+            if x is not None:
+                yield x, y
         if self.skipped:
             log.warning("skipped %d unreadable image(s) in the %s split (data.skip_corrupt=true)", self.skipped, self.split)

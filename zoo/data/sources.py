@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 
 from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
 from zoo.data.base import DataModule, LoaderOptions, tensor_loaders
-from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, resolve_workers
+from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
 from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, stats_of
 from zoo.data.vision import ImageSource, tensors_of
 from zoo.errors import ConfigError
@@ -72,12 +72,11 @@ class Geometry:
         return steps + [op.v2(self.image_size, fill) for op in ops]
 
 
-def _resolve_sizes(cfg: dict[str, Any], source: ImageSource) -> tuple[int, int]:
-    image_size = cfg.pop("image_size", None) or source.native_size
+def _resolve_sizes(image_size: int | None, resize_size: int | None, source: ImageSource) -> tuple[int, int]:
+    image_size = image_size or source.native_size
     if image_size is None:
         raise ConfigError(f"data={source.name} needs data.image_size (the model's input side, e.g. 224)")
     image_size = int(image_size)
-    resize_size = cfg.pop("resize_size", None)
     if resize_size is None:  # fixed-size data is just resized; variable-size photos get ImageNet's crop ratio
         resize_size = image_size if source.native_size else round(image_size / CROP_RATIO)
     return image_size, int(resize_size)
@@ -87,7 +86,7 @@ def _decoded(ds: Dataset, steps: list[Any], workers: int) -> Iterator[tuple[torc
     """Decode ``ds`` once through ``steps`` (ending at a fixed size): uint8 ``(N, C, H, W)`` batches and labels."""
     loader = DataLoader(TransformedDataset(ds, v2.Compose([v2.ToImage(), *steps])), batch_size=256,
                         num_workers=workers, collate_fn=collate_skipping)
-    for x, y, _ in loader:
+    for x, y, _ in one_line_errors(loader):
         if x is not None:
             yield x, y
 
@@ -123,6 +122,7 @@ def build_source_datamodule(
     in_chans = int(cfg.pop("in_chans", None) or entry.metadata["in_chans"])
     num_classes = cfg.pop("num_classes", None)
     eval_crop = bool(cfg.pop("eval_crop", True))
+    sizes = cfg.pop("image_size", None), cfg.pop("resize_size", None)
     dataset_kwargs = dict(cfg)
     ops = parse_augmentation(augmentation)  # a bad augmentation fails before any data is read
     try:
@@ -132,7 +132,7 @@ def build_source_datamodule(
     if num_classes is not None and int(num_classes) != len(source.class_names):
         raise ConfigError(f"data.num_classes={num_classes} but {name} has {len(source.class_names)} classes; "
                           f"drop the override or set data.num_classes={len(source.class_names)}")
-    image_size, resize_size = _resolve_sizes(dataset_kwargs, source)
+    image_size, resize_size = _resolve_sizes(*sizes, source)
     geometry = Geometry(image_size, resize_size, in_chans, entry.metadata["in_chans"])
     workers = resolve_workers(opts.num_workers)
     key = {"dataset": name, "root": str(source.root.resolve()), "normalize": mode, "image_size": image_size,
@@ -147,6 +147,9 @@ def build_source_datamodule(
         normalize = Normalize(stats)
         loaders: dict[str, Any] = tensor_loaders(arrays, opts, Compose([to_float, *ops, normalize]),
                                                  Compose([to_float, normalize]), device, seed)
+    elif mode == "none":
+        stats = {"mode": "none", "mean": [0.0] * in_chans, "std": [1.0] * in_chans}
+        loaders = _image_loaders(source, geometry, ops, stats, opts, workers, eval_crop, device, seed)
     else:
         stats = cached_stats(source.root / ".zoo_stats", key, lambda: stats_of(
             (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), mode))

@@ -67,7 +67,7 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     try:
         train, val = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as e:
-        raise ConfigError(f"cannot hold out data.val_fraction={fraction} per class: {e}") from None
+        raise ConfigError(f"cannot hold out data.val_fraction={fraction} of every class: {str(e).split('.')[0]}") from None
     return np.sort(train), np.sort(val)
 
 
