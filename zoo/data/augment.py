@@ -106,7 +106,8 @@ class RandomCrop(BatchOp):
         return padded[batch, channel, rows, cols]
 
     def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
-        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=list(fill))
+        fill_value = list(fill) if self.padding_mode == "constant" else 0
+        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=fill_value)
 
 
 @AUGMENTATIONS.register("random_resized_crop")
