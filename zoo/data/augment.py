@@ -95,15 +95,11 @@ class RandomCrop(BatchOp):
         p = self.padding
         if p == 0:
             return x
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         mode = {"edge": "replicate"}.get(self.padding_mode, self.padding_mode)
-        padded = F.pad(x, (p, p, p, p), mode=mode)
+        windows = F.pad(x, (p, p, p, p), mode=mode).unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 2p+1, 2p+1, H, W) view
         offsets = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(x.device)
-        rows = (offsets[0, :, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-        cols = (offsets[1, :, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-        channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
-        return padded[batch, channel, rows, cols]
+        return windows[torch.arange(n, device=x.device), :, offsets[0], offsets[1]]
 
     def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
         fill_value = list(fill) if self.padding_mode == "constant" else 0
