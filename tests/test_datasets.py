@@ -183,3 +183,24 @@ def test_missing_data_on_the_command_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cifar-10-batches-py" in errors[0] and "data.download=true" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("data", ["cifar10", "imagefolder"])
+def test_training_runs_on_both_paths(data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import FAST, make_cfg
+    from zoo.models import create_model
+    from zoo.models.base import count_parameters
+    from zoo.pipeline import train
+
+    if data == "cifar10":
+        make_cifar(tmp_path / "data", monkeypatch)
+        extra = ["augmentation=[flip_crop,color_jitter]"]
+    else:  # DataLoader path; the class count comes from the folders
+        make_image_folder(tmp_path / "data", {"train": 6, "val": 2}, FOLDER_CLASSES)
+        extra = ["augmentation=random_resized_crop", "data.in_memory=false", "data.val_fraction=0.2"]
+    result = train(make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", f"data={data}", f"data.root={tmp_path / 'data'}",
+                            "data.num_workers=0", "data.batch_size=8", *extra))
+    classes = 10 if data == "cifar10" else 3
+    assert result["epochs_run"] == 1 and set(result["test"]) >= {"loss", "acc"}
+    assert result["dataset"] == data
+    assert result["params"] == count_parameters(create_model("lenet5", num_classes=classes, in_chans=3))
