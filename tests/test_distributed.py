@@ -58,3 +58,18 @@ def test_loader_shards_cover_each_global_batch() -> None:
         assert shards[0][i] + shards[1][i] == batch
     # the last, partial batch is padded by wrapping around so both ranks get equal halves
     assert len(shards[0][2]) == len(shards[1][2]) == 1
+
+
+def test_dataloader_path_shards_with_a_distributed_sampler() -> None:
+    from torch.utils.data import TensorDataset
+
+    from zoo.data.loaders import ImageLoader
+
+    data = TensorDataset(torch.arange(12.0).view(12, 1), torch.arange(12))
+    seen = []
+    for rank in range(2):
+        loader = ImageLoader(data, batch_size=3, shuffle=True, seed=5).shard(rank, 2)
+        loader.set_epoch(1)
+        seen.append(sorted(int(v) for _, y in loader for v in y))
+        assert len(loader) == 2
+    assert sorted(seen[0] + seen[1]) == list(range(12)) and not set(seen[0]) & set(seen[1])

@@ -50,6 +50,8 @@ def test_tensorboard_scalars(trained: tuple[Path, dict]) -> None:
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "test/acc"} <= tags
     assert len(acc.Scalars("val/acc")) == 4
     assert "test/confusion_matrix" in acc.Tags()["images"]
+    grid = acc.Images("data/train_augmented")[0]  # 64 augmented 32x32 digits, 8 per row, 2-pixel gaps
+    assert (grid.step, grid.width, grid.height) == (0, 8 * 34 + 2, 8 * 34 + 2)
 
 
 def test_checkpoint_contents(trained: tuple[Path, dict]) -> None:

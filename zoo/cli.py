@@ -59,6 +59,8 @@ def check_overrides(args: Sequence[str], config_dir: Path) -> str | None:
         if o.is_delete() or group not in groups or group == "hydra" or o.package is not None:
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        # a list selects several configs of the group at once: augmentation=[flip_crop,color_jitter]
+        values = [v for value in values for v in (value if isinstance(value, list) else [value])]
         for value in values:
             if value is None or str(value) == "null":
                 continue

@@ -37,3 +37,7 @@ class TrainingInterrupted(ZooError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum  # the shell's convention for "terminated by signal N"
+
+
+class CorruptDataError(ZooError, ValueError):
+    """A data file that exists but cannot be read (a truncated or non-image file)."""

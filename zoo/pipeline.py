@@ -7,10 +7,8 @@ the metrics they also write to ``<run_dir>/metrics.json``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,11 +17,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.data import DataModule, build_datamodule
+from zoo.data.tta import TTAModel, build_tta, center_views
 from zoo.engine import distributed
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import NullLogger, build_logger
 from zoo.engine.trainer import Trainer, TrainerConfig
-from zoo.engine.utils import seed_everything
+from zoo.engine.utils import seed_everything, write_json
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
@@ -78,15 +77,6 @@ def _release_on_error(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[D
     return wrapper
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Create the model of ``model_cfg``; every key but ``input_size`` goes to :func:`create_model`."""
     kwargs = dict(model_cfg)
@@ -96,7 +86,9 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tu
     if data is not None:
         for key, have in (("num_classes", data.num_classes), ("in_chans", data.in_chans)):
             want = kwargs.get(key)
-            if want is not None and int(want) != have:
+            if want is None:  # e.g. an image folder's class count, known only once the data is read
+                kwargs[key] = have
+            elif int(want) != have:
                 raise ConfigError(f"model.{key}={want} but the data has {key}={have}; drop the override or pick matching data")
     try:
         model = create_model(name, **kwargs)
@@ -112,6 +104,19 @@ def _log_confusion(logger: NullLogger, task: Task, class_names: list[str], tag: 
     from zoo.metrics.classification import confusion_figure
 
     logger.log_figure(tag, confusion_figure(matrix, class_names), step)
+
+
+def _log_augmented_images(logger: NullLogger, loader: Any, count: int = 64) -> None:
+    """A grid of the first augmented training batch, each image min-max scaled for display."""
+    if type(logger) is NullLogger:
+        return
+    from torchvision.utils import make_grid
+
+    batch = next(iter(loader), None)
+    if batch is None:
+        return
+    images = batch[0][:count].detach().float().cpu()
+    logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
 
 
 @_release_on_error
@@ -141,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     logger = build_logger(c.get("logger"), run_dir) if main else NullLogger()
+    _log_augmented_images(logger, data.train)
     run_info = {
         "model_name": model_name,
         "task": info["task"],
@@ -186,6 +192,24 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: Any, tta_cfg: dict[str, Any],
+                  size: int, split: str) -> dict[str, float]:
+    """Metrics of ``task`` with its model averaged over the views of ``tta_cfg``; empty for ``tta=none``."""
+    views = build_tta(tta_cfg, size)
+    if views is None:
+        return {}
+    task.model = TTAModel(model, views)
+    try:
+        return trainer.evaluate(task, loader, desc=f"{split} tta={tta_cfg['name']}")
+    except RuntimeError as e:
+        if tta_cfg.get("views") != "full":
+            raise
+        raise ConfigError(f"tta.views=full needs a model that takes any input size (global pooling); use tta.views=ten_crop "
+                          f"({str(e).splitlines()[0]})") from None
+    finally:
+        task.model = model
+
+
 @_release_on_error
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
@@ -200,6 +224,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}}
     trainer_cfg = TrainerConfig(max_epochs=1, device=c.get("device", "auto"), precision=c.get("precision", "auto"),
                                 progress_bar=bool(c.get("progress_bar", True)))
+    tta_cfg = c.get("tta") or {"name": "none"}
+    build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
+    if tta_cfg.get("name", "none") != "none":
+        data_cfg["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
     trainer = Trainer(trainer_cfg, run_dir, build_logger(c.get("logger"), run_dir))
     data = build_datamodule(data_cfg, None, device=trainer.device, seed=int(train_cfg.get("seed", 0)))
     model_cfg = {**train_cfg["model"], "pretrained": None}
@@ -211,7 +239,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     task = trainer.setup(build_task(train_cfg["task"], model, info["task"], num_classes=data.num_classes))
     split = c.get("split", "test")
     try:
+        tta_metrics = _evaluate_tta(trainer, task, model, data.loader(split), tta_cfg, data.image_size, split)
+        task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
         metrics = trainer.evaluate(task, data.loader(split), desc=split)
+        task.model = model
         result: dict[str, Any] = {
             "ckpt_path": str(c["ckpt_path"]),
             "model": model_cfg["name"],
@@ -221,6 +252,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             split: metrics,
         }
         log.info("%s %s on %s/%s: %s", model_cfg["name"], c["ckpt_path"], data_cfg["name"], split, _fmt(metrics))
+        if tta_metrics:
+            result.update({f"{split}_tta": tta_metrics, "tta": tta_cfg})
+            log.info("with test-time augmentation (%s): %s", tta_cfg["name"], _fmt(tta_metrics))
+            trainer.logger.log_scalars({f"{split}_tta/{k}": v for k, v in tta_metrics.items()}, 0)
         confusion = getattr(getattr(task, "confusion", None), "matrix", None)
         if confusion is not None:
             from zoo.metrics.classification import format_confusion

@@ -1,6 +1,7 @@
-"""Datasets, batched augmentation and loaders."""
+"""Datasets, augmentation (batched and torchvision v2), loaders and test-time augmentation."""
 
 from zoo.data import digits as _digits  # noqa: F401  (registers the embedded dataset)
+from zoo.data import vision as _vision  # noqa: F401  (registers MNIST, CIFAR, SVHN, image folders)
 from zoo.data.base import DATASETS, DataModule, build_datamodule
 
 __all__ = ["DATASETS", "DataModule", "build_datamodule"]

@@ -1,40 +1,192 @@
-"""Batched augmentation for the in-memory fast path: one call per mini-batch, no per-sample Python.
+"""Training augmentation, one config for both data paths.
 
-Each transform is ``f(batch, generator) -> batch`` on an ``(N, C, H, W)`` float tensor on any device.
+An augmentation config is an ordered mapping of operations, e.g. ``{"ops": {"hflip": {"p": 0.5},
+"random_crop": {"padding": 4}}}``; presets in ``configs/augmentation/`` are such mappings, and
+``augmentation=[flip_crop,color_jitter]`` merges presets (a ``null`` entry switches one off).
+
+Every operation has two implementations of the same distribution:
+
+* ``op(batch, generator)``: batched, for the in-memory fast path. ``batch`` is an ``(N, C, H, W)``
+  float tensor on any device; one call per mini-batch, no per-sample Python.
+* ``op.v2(size, fill)``: a per-sample ``torchvision.transforms.v2`` transform for the DataLoader path.
+
+Colour operations assume pixel values in [0, 1], which holds for every on-disk dataset (normalised
+after augmentation); the embedded digits are normalised up front, so use geometric ops there.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 from zoo.data.loaders import BatchTransform
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
-AUGMENTATIONS: Registry[BatchTransform | None] = Registry("augmentation")
+
+class BatchOp:
+    """An augmentation operation with a batched and a per-sample (v2) implementation."""
+
+    #: ``"resize"``: takes the raw image and produces the output size itself (random-resized crop);
+    #: ``"crop"``: takes the resized image and crops the output size from it; ``None``: size-preserving
+    geometry: str | None = None
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        raise NotImplementedError
+
+
+AUGMENTATIONS: Registry[BatchOp] = Registry("augmentation")
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=gen)
 
 
-class RandomAffine:
+def _warp(x: torch.Tensor, theta: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Resample each image of ``x`` through its ``(2, 3)`` affine map (output -> input coordinates)."""
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def _check(ok: bool, name: str, rule: str, **got: Any) -> None:
+    if not ok:
+        values = ", ".join(f"{k}={list(v) if isinstance(v, (list, tuple)) else v}" for k, v in got.items())
+        raise ConfigError(f"augmentation {name} needs {rule}; got {values}")
+
+
+@AUGMENTATIONS.register("hflip")
+class HorizontalFlip(BatchOp):
+    """Mirror each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        _check(0 <= p <= 1, "hflip", "0 <= p <= 1", p=p)
+        self.p = p
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        flip = (torch.rand(x.shape[0], generator=gen) < self.p).to(x.device).view(-1, 1, 1, 1)
+        return torch.where(flip, x.flip(-1), x)
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        return v2.RandomHorizontalFlip(self.p)
+
+
+@AUGMENTATIONS.register("random_crop")
+class RandomCrop(BatchOp):
+    """Pad by ``padding`` pixels per side, then crop the original size at a random offset
+    (the CIFAR recipe of He et al. 2015, sec. 4.2). Constant padding uses the dataset's mean colour
+    on the DataLoader path and 0 (the mean after normalisation) on the fast path."""
+
+    geometry = "crop"
+
+    def __init__(self, padding: int = 4, padding_mode: str = "constant") -> None:
+        _check(padding >= 0, "random_crop", "padding >= 0", padding=padding)
+        _check(padding_mode in ("constant", "reflect", "edge"), "random_crop", "padding_mode constant|reflect|edge",
+               padding_mode=padding_mode)
+        self.padding, self.padding_mode = int(padding), padding_mode
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        p = self.padding
+        if p == 0:
+            return x
+        n, _, h, w = x.shape
+        mode = {"edge": "replicate"}.get(self.padding_mode, self.padding_mode)
+        windows = F.pad(x, (p, p, p, p), mode=mode).unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 2p+1, 2p+1, H, W) view
+        offsets = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(x.device)
+        return windows[torch.arange(n, device=x.device), :, offsets[0], offsets[1]]
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        fill_value = list(fill) if self.padding_mode == "constant" else 0
+        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=fill_value)
+
+
+@AUGMENTATIONS.register("random_resized_crop")
+class RandomResizedCrop(BatchOp):
+    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio`` (log-uniform) and
+    resize it to the output size (Szegedy et al. 2015, "Going deeper with convolutions", sec. 6).
+    The batched version samples once per image and clips the crop to the image instead of retrying."""
+
+    geometry = "resize"
+
+    def __init__(self, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
+        _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "random_resized_crop", "0 < scale[0] <= scale[1] <= 1",
+               scale=scale)
+        _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], "random_resized_crop", "0 < ratio[0] <= ratio[1]", ratio=ratio)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        area = _uniform(n, *self.scale, gen)
+        aspect = torch.exp(_uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1]), gen))
+        w = torch.sqrt(area * aspect).clamp(max=1.0)  # crop side as a fraction of the image side
+        h = torch.sqrt(area / aspect).clamp(max=1.0)
+        cx = (2 * torch.rand(n, generator=gen) - 1) * (1 - w)
+        cy = (2 * torch.rand(n, generator=gen) - 1) * (1 - h)
+        zero = torch.zeros(n)
+        theta = torch.stack([torch.stack([w, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
+        return _warp(x, theta)
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        return v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, antialias=True)
+
+
+@AUGMENTATIONS.register("color_jitter")
+class ColorJitter(BatchOp):
+    """Random brightness, contrast and saturation factors in ``[1 - v, 1 + v]``, applied in that order
+    (torchvision's formulas; the v2 transform shuffles the order per image)."""
+
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4) -> None:
+        _check(min(brightness, contrast, saturation) >= 0, "color_jitter", "non-negative strengths",
+               brightness=brightness, contrast=contrast, saturation=saturation)
+        self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+
+    @staticmethod
+    def _factors(n: int, strength: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+        return _uniform(n, max(0.0, 1 - strength), 1 + strength, gen).to(like.device, like.dtype).view(-1, 1, 1, 1)
+
+    @staticmethod
+    def _gray(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:
+            return x.mean(1, keepdim=True)
+        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * weights).sum(1, keepdim=True)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        if self.brightness:
+            x = (x * self._factors(n, self.brightness, gen, x)).clamp(0, 1)
+        if self.contrast:
+            mean = self._gray(x).mean(dim=(1, 2, 3), keepdim=True)
+            c = self._factors(n, self.contrast, gen, x)
+            x = (c * x + (1 - c) * mean).clamp(0, 1)
+        if self.saturation and x.shape[1] == 3:
+            s = self._factors(n, self.saturation, gen, x)
+            x = (s * x + (1 - s) * self._gray(x)).clamp(0, 1)
+        return x
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        return v2.ColorJitter(self.brightness, self.contrast, self.saturation)
+
+
+@AUGMENTATIONS.register("affine")
+class RandomAffine(BatchOp):
     """Per-sample random rotation, isotropic scale and translation, applied with one ``grid_sample``.
 
     ``degrees`` is the maximum absolute rotation, ``translate`` the maximum shift as a fraction of
-    the image side, ``scale`` the (min, max) zoom. Pixels moved in from outside copy the border.
+    the image side, ``scale`` the (min, max) zoom. Pixels moved in from outside copy the border on the
+    fast path and take the mean colour on the DataLoader path.
     """
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: Sequence[float] = (0.9, 1.1)) -> None:
-        if degrees < 0 or not 0 <= translate < 1 or len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-            raise ConfigError(
-                f"augmentation affine needs degrees >= 0, 0 <= translate < 1, 0 < scale[0] <= scale[1]; "
-                f"got degrees={degrees}, translate={translate}, scale={list(scale)}"
-            )
+        _check(degrees >= 0 and 0 <= translate < 1 and len(scale) == 2 and 0 < scale[0] <= scale[1], "affine",
+               "degrees >= 0, 0 <= translate < 1, 0 < scale[0] <= scale[1]", degrees=degrees, translate=translate, scale=scale)
         self.degrees, self.translate, self.scale = degrees, translate, (float(scale[0]), float(scale[1]))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -45,26 +197,54 @@ class RandomAffine:
         shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, gen).view(n, 2)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, align_corners=False, padding_mode="border")
+        return _warp(x, theta)
+
+    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+        return v2.RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale, fill=list(fill))
 
 
-@AUGMENTATIONS.register("none")
-def _none() -> None:
-    return None
+class Compose:
+    """Apply batched operations in order; the composite is itself a :data:`BatchTransform`."""
+
+    def __init__(self, ops: Sequence[BatchTransform]) -> None:
+        self.ops = list(ops)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for op in self.ops:
+            x = op(x, gen)
+        return x
 
 
-@AUGMENTATIONS.register("affine")
-def _affine(degrees: float = 10.0, translate: float = 0.1, scale: Sequence[float] = (0.9, 1.1)) -> BatchTransform:
-    return RandomAffine(degrees, translate, scale)
-
-
-def build_batch_augmentation(cfg: dict[str, Any] | None) -> BatchTransform | None:
+def parse_augmentation(cfg: Mapping[str, Any] | None) -> list[BatchOp]:
+    """The operations of an augmentation config, in order (``null`` entries are switched off)."""
     if not cfg:
-        return None
+        return []
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    try:
-        return AUGMENTATIONS.build(name, **cfg)
-    except TypeError as e:
-        raise ConfigError(f"augmentation {name!r}: {e}") from None
+    if "name" in cfg:  # a single operation written flat: {name: affine, degrees: 10}
+        name = cfg.pop("name")
+        ops: dict[str, Any] = {} if name == "none" else {name: cfg}
+    else:
+        ops = dict(cfg.get("ops") or {})
+        unknown = sorted(set(cfg) - {"ops"})
+        if unknown:
+            raise ConfigError(f"augmentation has unknown key(s) {unknown}; operations go under augmentation.ops")
+    built = []
+    for name, params in ops.items():
+        if params is None or params is False:
+            continue
+        try:
+            built.append(AUGMENTATIONS.build(name, **({} if params is True else dict(params))))
+        except TypeError as e:
+            raise ConfigError(f"augmentation {name!r}: {e}") from None
+    return built
+
+
+def build_batch_augmentation(cfg: Mapping[str, Any] | None) -> BatchTransform | None:
+    """The batched (fast-path) transform of an augmentation config, or ``None`` for no augmentation."""
+    ops = parse_augmentation(cfg)
+    return Compose(ops) if ops else None
+
+
+def has_geometry(ops: Sequence[BatchOp], kind: str) -> bool:
+    return any(op.geometry == kind for op in ops)
+

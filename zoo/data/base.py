@@ -7,6 +7,7 @@ from typing import Any, Iterable, Protocol
 
 import torch
 
+from zoo.data.loaders import BatchTransform, TensorLoader
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
@@ -87,50 +88,93 @@ class DataModule:
         return {s: getattr(self.loader(s), "dataset_size", 0) for s in ("train", "val", "test")}
 
 
+@dataclass
+class LoaderOptions:
+    """The ``data.*`` keys about loading rather than about the dataset itself."""
+
+    batch_size: int
+    eval_batch_size: int
+    in_memory: bool = True  # whole dataset as tensors with batched augmentation (the fast path)
+    on_device: bool = True  # ... held on the training device
+    drop_last: bool = False
+    num_workers: int | str = "auto"  # DataLoader path only
+    pin_memory: bool | str = "auto"  # auto: when training on CUDA
+    persistent_workers: bool = True
+
+    @classmethod
+    def pop_from(cls, cfg: dict[str, Any]) -> LoaderOptions:
+        batch_size = int(cfg.pop("batch_size"))
+        eval_batch_size = int(cfg.pop("eval_batch_size", None) or batch_size)
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size} (eval_batch_size {eval_batch_size})")
+        opts = cls(batch_size, eval_batch_size)
+        for key in ("in_memory", "on_device", "drop_last", "num_workers", "pin_memory", "persistent_workers"):
+            if cfg.get(key) is not None:
+                setattr(opts, key, cfg.pop(key))
+            cfg.pop(key, None)
+        if opts.num_workers != "auto" and (not str(opts.num_workers).isdigit()):
+            raise ConfigError(f"data.num_workers must be auto or an integer >= 0, got {opts.num_workers!r}")
+        return opts
+
+
+def tensor_loaders(
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    opts: LoaderOptions,
+    train_transform: BatchTransform | None,
+    eval_transform: BatchTransform | None,
+    device: torch.device | str,
+    seed: int,
+) -> dict[str, TensorLoader]:
+    """The fast-path loaders of three in-memory splits (on ``device`` when ``on_device``)."""
+    target = torch.device(device) if opts.on_device else torch.device("cpu")
+    return {
+        split: TensorLoader(
+            x,
+            y,
+            opts.batch_size if split == "train" else opts.eval_batch_size,
+            shuffle=split == "train",
+            drop_last=opts.drop_last and split == "train",
+            transform=train_transform if split == "train" else eval_transform,
+            seed=seed,
+        ).to(target)
+        for split, (x, y) in splits.items()
+    }
+
+
 def build_datamodule(
     cfg: dict[str, Any],
     augmentation: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> DataModule:
-    """Build ``cfg["name"]`` from :data:`DATASETS`; loader keys are taken out, the rest go to the dataset."""
+    """Build ``cfg["name"]`` from :data:`DATASETS`; loader keys are taken out, the rest go to the dataset.
+
+    In-memory datasets (the embedded digits) and on-disk datasets with ``in_memory=true`` (default for
+    MNIST/CIFAR/SVHN) use the tensor fast path; others a DataLoader with per-sample v2 transforms.
+    """
     from zoo.data.augment import build_batch_augmentation
-    from zoo.data.loaders import TensorLoader
 
     cfg = dict(cfg)
     name = cfg.pop("name")
-    batch_size = int(cfg.pop("batch_size"))
-    eval_batch_size = int(cfg.pop("eval_batch_size", None) or batch_size)
-    on_device = bool(cfg.pop("on_device", True))
-    drop_last = bool(cfg.pop("drop_last", False))
-    for key in ("num_workers", "pin_memory", "persistent_workers", "root", "download"):
-        cfg.pop(key, None)  # DataLoader/on-disk options; unused by in-memory datasets
-    if batch_size < 1 or eval_batch_size < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {batch_size} (eval_batch_size {eval_batch_size})")
+    opts = LoaderOptions.pop_from(cfg)
     entry = DATASETS.get(name)
+    if entry.metadata.get("source"):
+        from zoo.data.sources import build_source_datamodule
+
+        return build_source_datamodule(name, entry, cfg, augmentation, opts, device, seed)
+    for key in ("root", "download", "eval_crop", "resize_size"):
+        cfg.pop(key, None)  # on-disk options; unused by embedded datasets
     try:
         splits = entry.obj(**cfg)
     except TypeError as e:
         raise ConfigError(f"dataset {name!r}: {e}") from None
     num_classes, in_chans = cfg.get("num_classes", entry.metadata["num_classes"]), splits.train[0].shape[1]
-    target = torch.device(device) if on_device else torch.device("cpu")
-    transform = build_batch_augmentation(augmentation)
-
-    def make(split: tuple[torch.Tensor, torch.Tensor], train: bool) -> TensorLoader:
-        return TensorLoader(
-            split[0],
-            split[1],
-            batch_size if train else eval_batch_size,
-            shuffle=train,
-            drop_last=drop_last and train,
-            transform=transform if train else None,
-            seed=seed,
-        ).to(target)
-
+    loaders = tensor_loaders(
+        {"train": splits.train, "val": splits.val, "test": splits.test}, opts, build_batch_augmentation(augmentation), None,
+        device, seed,
+    )
     return DataModule(
-        train=make(splits.train, True),
-        val=make(splits.val, False),
-        test=make(splits.test, False),
+        **loaders,
         num_classes=int(num_classes),
         in_chans=int(in_chans),
         image_size=int(splits.train[0].shape[-1]),
@@ -138,5 +182,3 @@ def build_datamodule(
         mean=splits.mean,
         std=splits.std,
     )
-
-

@@ -1,9 +1,13 @@
-"""Device, precision and seeding helpers."""
+"""Device, precision and seeding helpers; atomic JSON files."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,3 +68,16 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=float)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

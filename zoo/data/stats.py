@@ -1,0 +1,126 @@
+"""Normalisation statistics of a training split, and their cache next to the data.
+
+Two preprocessings from the course notes: per-channel mean/std standardisation (VGG, ResNet) and
+subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2). Statistics come from the
+training split only; for on-disk datasets they are cached as a small JSON file under
+``<data.root>/.zoo_stats/``, keyed by the dataset and everything that changes the training pixels
+(split fraction and seed, image size, channels), so the second run does not recompute them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from zoo.engine.utils import write_json
+from zoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODES = ("channel", "image_mean", "none")
+Stats = dict[str, Any]
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"unknown data.normalize {mode!r}; use one of: {', '.join(MODES)}")
+    return mode
+
+
+class StatsAccumulator:
+    """Streams batches of ``(N, C, H, W)`` images in [0, 1] and returns the statistics of ``mode``."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = check_mode(mode)
+        self.count = 0
+        self.sum: torch.Tensor | None = None
+        self.sum_sq: torch.Tensor | None = None
+        self.image_sum: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float64)
+        per_channel = x.sum(dim=(0, 2, 3))
+        per_channel_sq = x.square().sum(dim=(0, 2, 3))
+        image = x.sum(0)
+        if self.sum is None:
+            self.sum, self.sum_sq, self.image_sum = per_channel, per_channel_sq, image
+        else:
+            self.sum, self.sum_sq = self.sum + per_channel, self.sum_sq + per_channel_sq  # type: ignore[operator]
+            self.image_sum = self.image_sum + image  # type: ignore[operator]
+        self.count += x.shape[0]
+
+    def result(self) -> Stats:
+        if not self.count or self.sum is None or self.image_sum is None or self.sum_sq is None:
+            raise ConfigError("the training split is empty; lower data.val_fraction or add data")
+        pixels = self.count * self.image_sum[0].numel()
+        mean = self.sum / pixels
+        if self.mode == "channel":
+            std = (self.sum_sq / pixels - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+            return {"mode": "channel", "mean": mean.tolist(), "std": std.tolist()}
+        if self.mode == "image_mean":
+            image = (self.image_sum / self.count).to(torch.float32)
+            return {"mode": "image_mean", "mean": mean.tolist(), "std": [1.0] * len(mean), "mean_image": image.tolist()}
+        return {"mode": "none", "mean": [0.0] * len(mean), "std": [1.0] * len(mean)}
+
+
+def stats_of(batches: Iterable[torch.Tensor], mode: str) -> Stats:
+    """Statistics of ``mode`` over an iterable of image batches in [0, 1]."""
+    acc = StatsAccumulator(mode)
+    for batch in batches:
+        acc.update(batch)
+    return acc.result()
+
+
+class Normalize:
+    """Apply cached statistics to a batch (or a single image) in [0, 1]; a batched transform too."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.mode = stats["mode"]
+        if self.mode == "image_mean":
+            self.shift = torch.tensor(stats["mean_image"], dtype=torch.float32)
+            self.scale = torch.ones(())
+        else:
+            self.shift = torch.tensor(stats["mean"], dtype=torch.float32).view(-1, 1, 1)
+            self.scale = torch.tensor(stats["std"], dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        if self.shift.device != x.device:
+            self.shift, self.scale = self.shift.to(x.device), self.scale.to(x.device)
+        shift = self.shift
+        if self.mode == "image_mean" and shift.shape[-2:] != x.shape[-2:]:  # uncropped evaluation images
+            shift = F.interpolate(shift[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+        return (x - shift) / self.scale
+
+
+def cached_stats(cache_dir: Path | None, key: dict[str, Any], compute: Callable[[], Stats]) -> Stats:
+    """``compute()``, or its earlier result stored in ``cache_dir`` under ``key``.
+
+    A cache directory that cannot be written (read-only data) only costs the recomputation.
+    """
+    if cache_dir is None:
+        return compute()
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"{key.get('dataset', 'data')}-{digest}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            log.info("normalisation statistics from %s", path)
+            return stored["stats"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    stats = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json({"key": key, "stats": stats}, path)
+        log.info("normalisation statistics computed from the training split; cached in %s", path)
+    except OSError as e:
+        log.warning("could not cache normalisation statistics in %s (%s); they will be recomputed next run", path, e)
+    return stats

@@ -1,0 +1,127 @@
+"""Test-time augmentation: average the softmax scores of several views of each test image.
+
+Views of an ``(N, C, S, S)`` evaluation batch for a model with input side ``size``:
+
+* ``flip``: the central crop and its mirror image.
+* ``ten_crop``: crops at the four corners and the centre, and their mirror images (Krizhevsky et al.
+  2012, sec. 4.1; the "10-crop testing" of He et al. 2015, sec. 3.4). The crops come from the
+  evaluation image when it is larger than the input (image folders are evaluated uncropped at
+  ``data.resize_size`` then); images already at the input size (CIFAR, MNIST, in-memory data) are
+  first padded by ``padding`` pixels of the mean colour, the same padding as the training crops.
+* ``multiscale``: the image resized so its side is each ``scale`` times the input size, with ten
+  crops (or, ``views=full``, the whole resized image and its mirror, the fully convolutional form
+  of He et al. 2015, which needs a model with global pooling) at every scale, all averaged.
+
+The wrapped model returns the log of the averaged probabilities, so the task's cross-entropy and
+top-k metrics apply unchanged. Without TTA the single view is the central ``size`` crop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import ConfigError
+
+Views = Callable[[torch.Tensor], Iterator[torch.Tensor]]
+MODES = ("none", "flip", "ten_crop", "multiscale")
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def five_crops(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """The four corner crops and the central crop of side ``size``."""
+    h, w = x.shape[-2:]
+    corners = [x[..., :size, :size], x[..., :size, w - size :], x[..., h - size :, :size], x[..., h - size :, w - size :]]
+    return corners + [center_crop(x, size)]
+
+
+def center_views(size: int) -> Views:
+    def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield center_crop(x, size)
+
+    return views
+
+
+def flip_views(size: int) -> Views:
+    def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        crop = center_crop(x, size)
+        yield crop
+        yield crop.flip(-1)
+
+    return views
+
+
+def ten_crop_views(size: int, padding: int = 4) -> Views:
+    def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        if min(x.shape[-2:]) <= size:
+            x = F.pad(center_crop(x, size), (padding,) * 4) if padding else center_crop(x, size)
+        for crop in five_crops(x, size):
+            yield crop
+            yield crop.flip(-1)
+
+    return views
+
+
+def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views: str = "ten_crop") -> Views:
+    if views not in ("ten_crop", "full"):
+        raise ConfigError(f"tta.views must be ten_crop or full, got {views!r}")
+    if views == "ten_crop" and min(scales) < 1:
+        raise ConfigError(f"tta=multiscale with ten crops needs tta.scales >= 1 (crops of the input size); got {list(scales)}")
+    per_scale = ten_crop_views(size, padding)
+
+    def all_views(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        for scale in scales:
+            side = round(scale * size)
+            resized = x if side == x.shape[-1] else F.interpolate(x, size=(side, side), mode="bilinear",
+                                                                   align_corners=False, antialias=side < x.shape[-1])
+            if views == "full":
+                yield resized
+                yield resized.flip(-1)
+            else:
+                yield from per_scale(resized)
+
+    return all_views
+
+
+class TTAModel(nn.Module):
+    """``model`` evaluated on every view of a batch; returns log of the mean softmax probabilities."""
+
+    def __init__(self, model: nn.Module, views: Views) -> None:
+        super().__init__()
+        self.model, self.views = model, views
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        n = 0
+        for view in self.views(x):
+            out = self.model(view.contiguous())
+            probs = (out[0] if isinstance(out, tuple) else out).float().softmax(-1)
+            total = probs if total is None else total + probs
+            n += 1
+        assert total is not None
+        return (total / n).clamp_min(1e-12).log()
+
+
+def build_tta(cfg: dict[str, Any] | None, size: int) -> Views | None:
+    """The views of ``cfg`` (``{"name": "flip"|"ten_crop"|"multiscale"|"none", ...}``); ``None`` for none."""
+    cfg = dict(cfg or {"name": "none"})
+    name = cfg.pop("name", "none")
+    builders: dict[str, Callable[..., Views]] = {"flip": flip_views, "ten_crop": ten_crop_views,
+                                                 "multiscale": multiscale_views}
+    if name == "none":
+        return None
+    if name not in builders:
+        raise ConfigError(f"unknown tta {name!r}; use one of: {', '.join(MODES)}")
+    if name == "multiscale" and (not cfg.get("scales") or min(cfg["scales"]) <= 0):
+        raise ConfigError(f"tta=multiscale needs positive tta.scales (multiples of the input size), got {cfg.get('scales')}")
+    try:
+        return builders[name](size, **cfg)
+    except TypeError as e:
+        raise ConfigError(f"tta {name!r}: {e}") from None
