@@ -24,6 +24,9 @@ class NullLogger:
     def log_images(self, tag: str, images: Any, step: int) -> None:
         pass
 
+    def log_image_grid(self, tag: str, images: Any, step: int, nrow: int = 8) -> None:
+        pass
+
     def flush(self) -> None:
         pass
 
@@ -50,6 +53,12 @@ class TensorBoardLogger(NullLogger):
 
     def log_images(self, tag: str, images: Any, step: int) -> None:
         self.writer.add_images(tag, images, step)
+
+    def log_image_grid(self, tag: str, images: Any, step: int, nrow: int = 8) -> None:
+        """One image of ``(N, C, H, W)`` images in [0, 1] tiled ``nrow`` per row."""
+        from torchvision.utils import make_grid
+
+        self.writer.add_image(tag, make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0), step)
 
     def flush(self) -> None:
         self.writer.flush()
