@@ -149,7 +149,7 @@ class _SamplingTask(_ImageTask):
         model: GenerativeModel,
         classifier_ckpt: str | None = None,
         num_samples: int = 500,
-        confidence_threshold: float = 0.8,
+        confidence_threshold: float = 0.9,
         sample_seed: int = 0,
     ) -> None:
         super().__init__(model)
