@@ -138,10 +138,10 @@ class VAE(Autoencoder):
         return self.posterior(x)[0]
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``: a sample of q(z|x) that is
-        differentiable in ``mu`` and ``logvar`` (Kingma & Welling 2014, Sec. 2.4)."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` (drawn unless given): a sample of
+        q(z|x) that is differentiable in ``mu`` and ``logvar`` (Kingma & Welling 2014, Sec. 2.4)."""
+        return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
     def forward(self, x: torch.Tensor) -> VAEOutput:  # type: ignore[override]
         mu, logvar = self.posterior(x)

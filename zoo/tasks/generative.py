@@ -220,7 +220,7 @@ class VAETask(_SamplingTask):
     def _terms(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL and KL; ``eps`` fixes the reparameterisation noise."""
         mu, logvar = self.model.posterior(x)  # type: ignore[operator]
-        z = mu + torch.exp(0.5 * logvar) * eps if eps is not None else self.model.reparameterize(mu, logvar)  # type: ignore[operator]
+        z = self.model.reparameterize(mu, logvar, eps)  # type: ignore[operator]
         return bernoulli_nll(self.model.decode(z), x), gaussian_kl(mu.float(), logvar.float())  # type: ignore[operator]
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
