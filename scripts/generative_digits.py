@@ -22,6 +22,7 @@ noise.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,7 @@ def test_elbo_per_epoch(run_dir: Path, epochs: int) -> list[float]:
     values = []
     for k in range(1, epochs + 1):
         out = run_dir / f"eval_epoch_{k}"
-        if (out / "metrics.json").exists():
-            import json
-
+        if (out / "metrics.json").exists():  # evaluated earlier: reuse
             values.append(json.loads((out / "metrics.json").read_text())["test"]["elbo"])
             continue
         with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
