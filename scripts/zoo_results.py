@@ -30,24 +30,38 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def experiments(names: list[str]) -> list[str]:
     if names:
         return names
-    return sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*_digits.yaml"))
+    candidates = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*_digits.yaml"))
+    return [name for name in candidates if experiment_task(name) == "classification"]
 
 
-def run_one(name: str, out_root: Path, overrides: list[str], threads: int) -> dict | None:
-    run_dir = out_root / name
-    if (run_dir / "metrics.json").exists():  # finished earlier: reuse, never overwrite a run
+def experiment_task(name: str) -> str:
+    """The task an experiment trains (generative ones are tabulated by scripts/generative_digits.py)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return str(compose("train", overrides=[f"experiment={name}"]).task.name)
+
+
+def train_run(run_dir: Path, args: list[str], threads: int) -> dict | None:
+    """``python train.py ARGS`` into ``run_dir``; its metrics.json, or None (and the error) on failure.
+    A run directory that already holds metrics.json is reused, never overwritten."""
+    if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, str(REPO / "train.py"), f"experiment={name}", f"hydra.run.dir={run_dir}",
-           "trainer.progress_bar=false", *overrides]
-    t0 = time.perf_counter()
+    cmd = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        print(f"  {name}: FAILED ({tail[0]})", file=sys.stderr)
+        print(f"  {run_dir.name}: FAILED ({tail[0]})", file=sys.stderr)
         return None
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"  {name}: test acc {100 * metrics['test']['acc']:.2f}% in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_one(name: str, out_root: Path, overrides: list[str], threads: int) -> dict | None:
+    t0 = time.perf_counter()
+    metrics = train_run(out_root / name, [f"experiment={name}", *overrides], threads)
+    if metrics is not None:
+        print(f"  {name}: test acc {100 * metrics['test']['acc']:.2f}% in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return metrics
 
 
@@ -65,7 +79,7 @@ def table(rows: list[tuple[str, dict]]) -> str:
 
 
 def update_readme(text: str, start: str = START, end: str = END) -> None:
-    """Replace what stands between the ``start`` and ``end`` markers of README.md by ``text``."""
+    """Replace what lies between the ``start`` and ``end`` markers of README.md with ``text``."""
     readme = REPO / "README.md"
     content = readme.read_text()
     if start not in content or end not in content:

@@ -85,7 +85,9 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tu
     info = model_info(name)
     if data is not None:
         for key, have in (("num_classes", data.num_classes), ("in_chans", data.in_chans)):
-            want = kwargs.get(key)
+            if key not in kwargs:  # a model without that argument (a VAE has no classes)
+                continue
+            want = kwargs[key]
             if want is None:  # e.g. an image folder's class count, known only once the data is read
                 kwargs[key] = have
             elif int(want) != have:
@@ -172,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = trainer.ckpt_dir / "best.pt"
             if best.exists():
                 model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
+            task.final_evaluation = True
             test = trainer.evaluate(task, data.test, desc="test")
             result["test"] = test
             logger.log_scalars({f"test/{k}": v for k, v in test.items()}, trainer.global_step)
@@ -236,13 +239,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{c['ckpt_path']}: weights do not fit model {model_cfg['name']}: {str(e).splitlines()[0]}") from None
-    task = trainer.setup(build_task(train_cfg["task"], model, info["task"], num_classes=data.num_classes))
+    task_cfg = {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}
+    task = trainer.setup(build_task(task_cfg, model, info["task"], num_classes=data.num_classes))
+    task.final_evaluation = True
     split = c.get("split", "test")
     try:
-        tta_metrics = _evaluate_tta(trainer, task, model, data.loader(split), tta_cfg, data.image_size, split)
-        task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
+        tta_metrics: dict[str, float] = {}
+        if info["task"] == "classification":  # views of an image average class scores; other tasks see it whole
+            tta_metrics = _evaluate_tta(trainer, task, model, data.loader(split), tta_cfg, data.image_size, split)
+            task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
         metrics = trainer.evaluate(task, data.loader(split), desc=split)
         task.model = model
+        with torch.no_grad():
+            task.on_validation_end(trainer.logger, 0)
+        trainer.logger.log_scalars({f"{split}/{k}": v for k, v in metrics.items()}, 0)
         result: dict[str, Any] = {
             "ckpt_path": str(c["ckpt_path"]),
             "model": model_cfg["name"],
@@ -262,7 +272,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
             result["confusion_matrix"] = confusion.cpu().tolist()
             log.info("confusion matrix (rows: true class, columns: predicted)\n%s", format_confusion(confusion, data.class_names))
-            trainer.logger.log_scalars({f"{split}/{k}": v for k, v in metrics.items()}, 0)
             _log_confusion(trainer.logger, task, data.class_names, f"{split}/confusion_matrix", 0)
         write_json(result, run_dir / "metrics.json")
         return result

@@ -30,7 +30,8 @@ def normalize_splits(splits: ArraySplits, mode: str) -> ArraySplits:
     """Normalise every split with statistics of the training split only.
 
     ``channel``: per-channel mean and standard deviation; ``image_mean``: subtract the mean training
-    image (AlexNet-style); ``none``: leave as is.
+    image (AlexNet-style); ``symmetric``: map [0, 1] pixels to [-1, 1] (a fixed mean and std of 0.5,
+    for tanh generators); ``none``: leave as is.
     """
     x = splits.train[0]
     if len(x) == 0:
@@ -42,12 +43,15 @@ def normalize_splits(splits: ArraySplits, mode: str) -> ArraySplits:
         std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         fn = lambda t: (t - mean) / std  # noqa: E731
         stats = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    elif mode == "symmetric":
+        fn = lambda t: (t - 0.5) / 0.5  # noqa: E731
+        stats = {"mean": [0.5] * x.shape[1], "std": [0.5] * x.shape[1]}
     elif mode == "image_mean":
         mean_image = x.mean(dim=0, keepdim=True)
         fn = lambda t: t - mean_image  # noqa: E731
         stats = {"mean": [float(mean_image.mean())], "std": [1.0]}
     else:
-        raise ConfigError(f"unknown data.normalize {mode!r}; use one of: channel, image_mean, none")
+        raise ConfigError(f"unknown data.normalize {mode!r}; use one of: channel, image_mean, symmetric, none")
     return replace(
         splits,
         train=(fn(splits.train[0]), splits.train[1]),

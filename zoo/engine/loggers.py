@@ -24,6 +24,9 @@ class NullLogger:
     def log_images(self, tag: str, images: Any, step: int) -> None:
         pass
 
+    def log_image_grid(self, tag: str, images: Any, step: int, nrow: int = 8) -> None:
+        pass
+
     def flush(self) -> None:
         pass
 
@@ -50,6 +53,17 @@ class TensorBoardLogger(NullLogger):
 
     def log_images(self, tag: str, images: Any, step: int) -> None:
         self.writer.add_images(tag, images, step)
+
+    def log_image_grid(self, tag: str, images: Any, step: int, nrow: int = 8) -> None:
+        """One image of ``(N, C, H, W)`` images in [0, 1] tiled ``nrow`` per row; images smaller than
+        32 pixels are enlarged (nearest neighbour) so that they stay legible."""
+        import torch.nn.functional as F
+        from torchvision.utils import make_grid
+
+        images = images.detach().float().cpu().clamp(0, 1)
+        if images.shape[-1] < 32:
+            images = F.interpolate(images, scale_factor=-(-32 // images.shape[-1]), mode="nearest")
+        self.writer.add_image(tag, make_grid(images, nrow=nrow, padding=2, pad_value=1.0), step)
 
     def flush(self) -> None:
         self.writer.flush()

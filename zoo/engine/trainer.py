@@ -270,6 +270,8 @@ class Trainer:
             epoch_time = time.perf_counter() - t0
             if has_val and (epoch + 1) % cfg.check_val_every_n_epoch == 0 or epoch + 1 == cfg.max_epochs and has_val:
                 val_metrics = self.evaluate(task, data.val, desc="val")
+                with torch.no_grad():
+                    task.on_validation_end(self.logger, self.global_step)
             monitored = val_metrics.get(task.monitor) if val_metrics else train_metrics.get(task.monitor)
             for schedule in schedules.values():
                 schedule.step_epoch(monitored)

@@ -55,3 +55,37 @@ def _set_submodule(module: nn.Module, path: str, new: nn.Module) -> None:
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class GenerativeModel(nn.Module):
+    """The contract of the zoo's generative models (VAE, autoencoders, GANs).
+
+    A latent prior N(0, I) of ``latent_dim`` dimensions, ``generate(z)`` mapping latents to images in
+    ``output_range`` (``in_chans`` x ``img_size`` x ``img_size``), ``sample(n)`` drawing from the prior,
+    and a ``fixed_noise`` buffer: latents drawn once from ``seed`` and saved with the weights, so the
+    sample grids of every epoch (and of a resumed run) show the same points of the latent space.
+    """
+
+    #: pixel range of ``generate`` and of the data the model is trained on
+    output_range: tuple[float, float] = (0.0, 1.0)
+
+    def __init__(self, latent_dim: int, in_chans: int, img_size: int, num_fixed: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim, self.in_chans, self.img_size = latent_dim, in_chans, img_size
+        fixed = torch.randn(num_fixed, latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu")
+        self.register_buffer("fixed_noise", fixed)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images from the prior; ``generator`` (a CPU generator) makes the draw reproducible."""
+        z = torch.randn(n, self.latent_dim, generator=generator).to(self.fixed_noise.device)
+        return self.generate(z)
+
+    def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Map images (generated or real data) from ``output_range`` to [0, 1]."""
+        low, high = self.output_range
+        return ((images - low) / (high - low)).clamp(0, 1)

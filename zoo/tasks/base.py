@@ -4,6 +4,11 @@ The trainer calls ``training_step`` (a dict with a ``"loss"`` entry plus detache
 ``validation_step`` (accumulates metric state), ``reset_metrics`` and ``compute_metrics``; it never
 inspects the model itself.
 
+After each validation pass of ``fit`` (and in ``evaluate.py``) the trainer calls
+``on_validation_end(logger, step)`` in eval mode without gradients: the place for image summaries
+(sample grids of generative models). ``final_evaluation`` is set for the test pass after training
+and for ``evaluate.py``; tasks may add metrics too costly for every epoch then.
+
 A task that trains with several optimizers (a GAN's discriminator and generator) lists them in
 ``optimizer_names``; the trainer then calls ``training_step(batch, name)`` once per optimizer and
 batch, in that order, with only that optimizer's parameters requiring gradients, and steps it.
@@ -31,6 +36,8 @@ class Task(nn.Module):
     monitor_mode: str = "min"
     #: optimizers stepped on every batch, in order; one entry means ``training_step(batch)``
     optimizer_names: tuple[str, ...] = ("model",)
+    #: True for the final test pass and evaluate.py (costly metrics such as a VAE's log-likelihood)
+    final_evaluation: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -47,6 +54,9 @@ class Task(nn.Module):
 
     def compute_metrics(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def on_validation_end(self, logger: Any, step: int) -> None:
+        """Hook after each validation pass (eval mode, no gradients); log images here."""
 
     def param_groups(self, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer (overridden by transfer-learning policies)."""
