@@ -9,7 +9,7 @@ import pytest
 
 import torch
 
-from tests.helpers import FAST, make_cfg, run_cli, tree_snapshot
+from tests.helpers import CONFIG_DIR, FAST, make_cfg, run_cli, tree_snapshot
 from zoo.errors import ZooError
 from zoo.pipeline import train
 
@@ -57,6 +57,8 @@ def test_unknown_group_choice(override: str, needles: list[str], tmp_path: Path)
         (["trainer.device=tpu"], ["trainer.device"]),
         (["trainer.device=cuda"], ["no CUDA GPU"]),
         (["model.num_classes=5"], ["model.num_classes=5", "num_classes=10"]),
+        (["model.in_chans=3"], ["model.in_chans=3", "in_chans=1"]),
+        (["task=vae"], ["task=vae cannot train a classification model"]),
         (["ckpt_path=/no/such/last.pt"], ["checkpoint not found: /no/such/last.pt"]),
     ],
 )
@@ -142,3 +144,16 @@ def test_zoo_list() -> None:
     assert lines[0].split() == ["model", "task", "family", "input", "params"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["lenet5"][1] == "classification" and rows["lenet5"][-1] == "61,706"
+
+
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_rejects_unknown_choices(group: str) -> None:
+    from zoo.cli import check_overrides
+
+    known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    message = check_overrides([f"{group}={known[0]}_x"], CONFIG_DIR)
+    assert message is not None and f"unknown {group} '{known[0]}_x'" in message and known[0] in message
+    assert check_overrides([f"{group}={known[0]}"], CONFIG_DIR) is None
