@@ -45,7 +45,7 @@ def make_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, hundred: bool = Fals
     num_classes = 100 if hundred else CLASSES
     label_key = "fine_labels" if hundred else "labels"
     names = [n for n, _ in cls.train_list] + [n for n, _ in cls.test_list]
-    per_file = [per_batch * 50 if hundred else per_batch] * len(cls.train_list) + [n_test]
+    per_file = [per_batch * 10 if hundred else per_batch] * len(cls.train_list) + [n_test]
     start = 0
     for i, (name, n) in enumerate(zip(names, per_file)):
         labels = _labels(n, num_classes) if hundred else (np.arange(start, start + n) % num_classes)

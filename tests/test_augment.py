@@ -139,14 +139,14 @@ def test_flip_tta_symmetrises_and_multiscale_counts_views() -> None:
 
 
 def test_evaluate_reports_with_and_without_tta(tmp_path: Path) -> None:
-    train(make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", "test=false", "augmentation=flip_crop"))
+    train(make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "test=false"))
     ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
     results = {}
     for tta in ("ten_crop", "multiscale"):
         out = tmp_path / f"eval_{tta}"
-        results[tta] = evaluate(make_cfg(out, f"ckpt_path={ckpt}", f"tta={tta}", "progress_bar=false", "logger=none",
+        results[tta] = evaluate(make_cfg(out, f"ckpt_path={ckpt}", f"tta={tta}", "split=val", "progress_bar=false", "logger=none",
                                          config_name="evaluate"))
         stored = json.loads((out / "metrics.json").read_text())
-        assert set(stored["test"]) == set(stored["test_tta"]) == {"loss", "acc", "acc5"} and stored["tta"]["name"] == tta
-        assert stored["test"] == results["ten_crop"]["test"]  # the plain metrics do not depend on the TTA choice
-    assert results["ten_crop"]["test_tta"]["loss"] != results["multiscale"]["test_tta"]["loss"]
+        assert set(stored["val"]) == set(stored["val_tta"]) == {"loss", "acc", "acc5"} and stored["tta"]["name"] == tta
+        assert stored["val"] == results["ten_crop"]["val"]  # the plain metrics do not depend on the TTA choice
+    assert results["ten_crop"]["val_tta"]["loss"] != results["multiscale"]["val_tta"]["loss"]

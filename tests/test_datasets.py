@@ -35,11 +35,11 @@ def _pixel_label(x: torch.Tensor, dm: DataModule) -> torch.Tensor:
 
 
 FORMATS: dict[str, tuple[Callable[[Path, pytest.MonkeyPatch], None], int, int, int]] = {
-    # name: (fixture, channels, side, train + val images)
+    # name: (fixture, channels, side, train + val images); one validation image per class
     "mnist": (lambda root, mp: make_mnist(root, gz=True), 1, 28, 100),
     "fashion_mnist": (lambda root, mp: make_mnist(root, folder="FashionMNIST"), 1, 28, 100),
     "cifar10": (lambda root, mp: make_cifar(root, mp), 3, 32, 100),
-    "cifar100": (lambda root, mp: make_cifar(root, mp, hundred=True), 3, 32, 1000),
+    "cifar100": (lambda root, mp: make_cifar(root, mp, hundred=True), 3, 32, 200),
     "svhn": (lambda root, mp: make_svhn(root, mp), 3, 32, 100),
 }
 
@@ -48,14 +48,13 @@ FORMATS: dict[str, tuple[Callable[[Path, pytest.MonkeyPatch], None], int, int, i
 def test_real_formats_load_split_and_normalise(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make, chans, side, n = FORMATS[name]
     make(tmp_path, monkeypatch)
-    dm = build_datamodule(_cfg(name, tmp_path, image_size=side))
     classes = 100 if name == "cifar100" else 10
+    dm = build_datamodule(_cfg(name, tmp_path, image_size=side, val_fraction=classes / n))
     assert (dm.num_classes, dm.in_chans, dm.image_size, len(dm.class_names)) == (classes, chans, side, classes)
     sizes = dm.sizes()
-    assert sizes["train"] + sizes["val"] == n and sizes["test"] == 20 and sizes["val"] == n // 10
+    assert sizes["train"] + sizes["val"] == n and sizes["test"] == 20 and sizes["val"] == classes
     val_x, val_y = _all(dm.val)
-    assert torch.bincount(val_y, minlength=classes).max() == 1 if name == "cifar100" else torch.equal(
-        torch.bincount(val_y, minlength=classes), torch.ones(classes, dtype=torch.long))  # stratified
+    assert torch.equal(torch.bincount(val_y, minlength=classes), torch.ones(classes, dtype=torch.long))  # stratified
     train_x, train_y = _all(dm.train)
     assert train_x.shape[1:] == (chans, side, side) and train_x.dtype == torch.float32
     assert train_x.mean().abs() < 1e-4 and (train_x.std() - 1).abs() < 1e-2  # training statistics
