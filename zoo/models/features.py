@@ -34,7 +34,8 @@ class ParamStage:
     modules: list[str] = field(default_factory=list)
 
 
-def _within(name: str, prefix: str) -> bool:
+def is_within(name: str, prefix: str) -> bool:
+    """Whether module or parameter ``name`` is ``prefix`` or inside it (``""`` contains everything)."""
     return not prefix or name == prefix or name.startswith(prefix + ".")
 
 
@@ -58,12 +59,12 @@ def parameter_stages(model: Classifier) -> list[ParamStage]:
     units = [ParamStage(f.module) for f in info] + [ParamStage(NECK), ParamStage(CLASSIFIER)]
     current, inside, entered = 0, None, 0
     for name, module in model.named_modules():
-        if inside is not None and not _within(name, inside):
+        if inside is not None and not is_within(name, inside):
             current, inside = current + 1, None
         if current < len(info) and name == info[current].module:
             inside, entered = name, entered + 1
         own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
-        unit = units[-1] if any(_within(name, h) for h in heads) else units[current]
+        unit = units[-1] if any(is_within(name, h) for h in heads) else units[current]
         unit.params += own
         unit.modules.append(name)
     if entered < len(info):
