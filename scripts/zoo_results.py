@@ -64,14 +64,15 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
+def update_readme(text: str, start: str = START, end: str = END) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of README.md by ``text``."""
     readme = REPO / "README.md"
     content = readme.read_text()
-    if START not in content or END not in content:
-        raise SystemExit(f"error: README.md has no {START} ... {END} markers; add them where the table belongs")
-    head, rest = content.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    if start not in content or end not in content:
+        raise SystemExit(f"error: README.md has no {start} ... {end} markers; add them where the table belongs")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main() -> None:
