@@ -53,7 +53,7 @@ def run(experiment: str, run_dir: Path, overrides: list[str], threads: int) -> d
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| variant | trainable parameters | test top-1, mean ± std | runs |", "|---|---:|---:|---:|"]
+    lines = ["| variant | trainable parameters (at the start) | test top-1, mean ± std | runs |", "|---|---:|---:|---:|"]
     for variant, runs in results.items():
         accs = [100 * r["test"]["acc"] for r in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
