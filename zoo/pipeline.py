@@ -27,6 +27,7 @@ from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
+from zoo.transfer import build_transfer
 
 log = logging.getLogger("zoo")
 
@@ -140,11 +141,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
     model, info = build_model(c["model"], data)
     task = build_task(c["task"], model, info["task"], num_classes=data.num_classes)
-    n_params = count_parameters(model)
+    policy = build_transfer(c.get("transfer"), model)
+    if policy is not None:
+        task.param_lr_mult = policy.lr_mult
+        log.info(policy.describe())
+        if not c["model"].get("pretrained") and policy.trainable < len(policy.stages):
+            log.warning("transfer=%s without model.pretrained: the frozen stages keep their random initialisation", policy.cfg.name)
+    n_params, n_trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     log.info(
-        "model %s (%s parameters) | data %s %s, %d classes, %dx%d | device %s",
-        model_name, f"{n_params:,}", c["data"]["name"], data.sizes(), data.num_classes, data.image_size, data.image_size,
-        trainer_device,
+        "model %s (%s parameters, %s trainable) | data %s %s, %d classes, %dx%d | device %s",
+        model_name, f"{n_params:,}", f"{n_trainable:,}", c["data"]["name"], data.sizes(), data.num_classes,
+        data.image_size, data.image_size, trainer_device,
     )
 
     logger = build_logger(c.get("logger"), run_dir) if main else NullLogger()
@@ -155,7 +162,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "config": c,
         "data_info": {"class_names": data.class_names, "mean": data.mean, "std": data.std, "num_classes": data.num_classes},
     }
-    trainer = Trainer(trainer_cfg, run_dir, logger, run_info)
+    trainer = Trainer(trainer_cfg, run_dir, logger, run_info, callbacks=[policy] if policy is not None else [])
     try:
         fit = trainer.fit(task, data, c["optimizer"], c["scheduler"], ckpt_path=c.get("ckpt_path"))
         result: dict[str, Any] = {
@@ -164,6 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "optimizer": c["optimizer"]["name"],
             "scheduler": c["scheduler"]["name"],
             "params": n_params,
+            "trainable_params": n_trainable,
             "run_dir": str(run_dir),
             **{k: v for k, v in fit.items() if k != "history"},
         }

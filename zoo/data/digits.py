@@ -3,6 +3,10 @@ UCI "Optical Recognition of Handwritten Digits"), shipped with scikit-learn, so 
 
 A fixed stratified train/val/test split from ``split_seed``; images resized to the model's input
 side with bilinear interpolation and normalised with training-split statistics.
+
+For transfer experiments, ``classes`` keeps a subset of the digits (relabelled ``0..k-1`` in the
+given order; val/test are the fixed split's images of those digits) and ``train_per_class`` keeps
+that many training images per class, drawn with ``train_subset_seed``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,32 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def class_subset(labels: np.ndarray, classes: list[int] | None, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """The kept original labels (``classes`` in their order, default all) and the map from original to
+    new label (-1: dropped)."""
+    all_classes = list(range(int(labels.max()) + 1))
+    chosen = all_classes if classes is None else [int(c) for c in classes]
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(all_classes):
+        raise ConfigError(f"data.classes must be distinct labels from {all_classes}, got {classes}")
+    if num_classes != len(chosen):
+        raise ConfigError(f"data.classes keeps {len(chosen)} classes, but data.num_classes={num_classes}; set data.num_classes={len(chosen)}")
+    mapping = np.full(len(all_classes), -1, dtype=np.int64)
+    mapping[chosen] = np.arange(len(chosen))
+    return mapping, chosen
+
+
+def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` indices of each class among ``indices``, drawn with ``seed``, sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels[indices]):
+        pool = indices[labels[indices] == c]
+        if per_class > len(pool):
+            raise ConfigError(f"data.train_per_class={per_class} but class {c} has only {len(pool)} training images")
+        chosen.append(rng.choice(pool, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 @DATASETS.register("digits", num_classes=10, in_chans=1)
 def digits(
     image_size: int = 32,
@@ -44,24 +74,31 @@ def digits(
     normalize: str = "channel",
     in_chans: int = 1,
     num_classes: int = 10,
+    classes: list[int] | None = None,
+    train_per_class: int | None = None,
+    train_subset_seed: int = 0,
 ) -> ArraySplits:
-    """Load, split, resize and normalise the digits."""
+    """Load, split, resize and normalise the digits (optionally a subset of classes and of training images)."""
     from sklearn.datasets import load_digits
 
-    if num_classes != 10:
-        raise ConfigError(f"digits has 10 classes, but data.num_classes={num_classes}")
     bunch = load_digits()
+    mapping, kept = class_subset(bunch.target, classes, num_classes)
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    labels = torch.from_numpy(mapping[bunch.target])
     if image_size != images.shape[-1]:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     if in_chans != 1:
         images = images.expand(-1, in_chans, -1, -1).contiguous()
-    train, val, test = stratified_split(bunch.target, val_fraction, test_fraction, split_seed)
+    split = stratified_split(bunch.target, val_fraction, test_fraction, split_seed)  # of all ten digits: fixed
+    train, val, test = (idx[mapping[bunch.target[idx]] >= 0] for idx in split)
+    if train_per_class is not None:
+        if train_per_class < 1:
+            raise ConfigError(f"data.train_per_class must be >= 1 or null, got {train_per_class}")
+        train = per_class_subset(train, bunch.target, train_per_class, train_subset_seed)
     splits = ArraySplits(
         train=(images[train], labels[train]),
         val=(images[val], labels[val]),
         test=(images[test], labels[test]),
-        class_names=[str(c) for c in bunch.target_names],
+        class_names=[str(bunch.target_names[c]) for c in kept],
     )
     return normalize_splits(splits, normalize)

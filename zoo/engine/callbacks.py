@@ -1,4 +1,5 @@
-"""Epoch-level bookkeeping with resumable state: best-metric tracking and early stopping."""
+"""Epoch-level bookkeeping with resumable state (best-metric tracking, early stopping) and the
+:class:`Callback` hooks the trainer calls."""
 
 from __future__ import annotations
 
@@ -65,3 +66,14 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tracker.load_state_dict(state["tracker"])
         self.bad_epochs = int(state["bad_epochs"])
+
+
+class Callback:
+    """Hooks the trainer calls around training; subclasses override the ones they need.
+
+    ``on_train_epoch_start`` runs before each training epoch (also the first one after a resume), so
+    a callback whose effect depends only on the epoch (e.g. gradual unfreezing) resumes exactly.
+    """
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called with the 0-based index of the epoch about to train."""

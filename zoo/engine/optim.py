@@ -27,21 +27,34 @@ SCHEDULERS: Registry[Callable[[float], float] | None] = Registry("scheduler")
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
+LrMult = Callable[[str], "float | None"]
+
+
 def param_groups(
-    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False, lr_mult: float = 1.0
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False, lr_mult: float | LrMult = 1.0
 ) -> list[dict[str, Any]]:
-    """Split trainable parameters into decayed weights and (by default) undecayed biases/norm parameters."""
-    decay, no_decay = [], []
-    for module in model.modules():
+    """Split parameters into decayed weights and (by default) undecayed biases/norm parameters, per
+    learning-rate multiplier (``lr_mult`` of the group; the schedule scales each group's own rate).
+
+    ``lr_mult`` is one multiplier for every trainable parameter, or a function of a parameter's name
+    giving its multiplier, or None to leave it out (discriminative rates, frozen layers: see
+    :mod:`zoo.transfer`). Groups come in decreasing multiplier order, so the first has the base rate.
+    """
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if callable(lr_mult):
+                mult = lr_mult(f"{module_name}.{name}" if module_name else name)
+            else:
+                mult = lr_mult if p.requires_grad else None
+            if mult is None:
                 continue
             skip = not decay_norm_and_bias and (name.endswith("bias") or isinstance(module, _NORM_TYPES))
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": lr_mult}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_mult": lr_mult})
-    return [g for g in groups if g["params"]]
+            groups.setdefault((float(mult), skip), []).append(p)
+    return [
+        {"params": params, "weight_decay": 0.0 if skip else weight_decay, "lr_mult": mult}
+        for (mult, skip), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1]))
+    ]
 
 
 def build_optimizer(cfg: dict[str, Any], groups: list[dict[str, Any]]) -> Optimizer:

@@ -19,14 +19,14 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from zoo.data.base import DataModule, Loader
 from zoo.engine import distributed
-from zoo.engine.callbacks import EarlyStopping, MetricTracker
+from zoo.engine.callbacks import Callback, EarlyStopping, MetricTracker
 from zoo.engine.checkpoint import FORMAT, VERSION, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from zoo.engine.loggers import NullLogger
 from zoo.engine.optim import Schedule, build_optimizer
@@ -112,7 +112,8 @@ class Trainer:
     """Fits and evaluates a :class:`Task` on a :class:`DataModule`.
 
     ``run_dir`` receives ``checkpoints/`` and the logger's files; ``run_info`` (the resolved config,
-    model name, data description) is stored in every checkpoint so evaluation needs no flags.
+    model name, data description) is stored in every checkpoint so evaluation needs no flags;
+    ``callbacks`` get the :class:`Callback` hooks.
     """
 
     def __init__(
@@ -121,8 +122,10 @@ class Trainer:
         run_dir: str | Path,
         logger: NullLogger | None = None,
         run_info: dict[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.cfg = cfg
+        self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.logger = logger or NullLogger()
@@ -265,6 +268,8 @@ class Trainer:
         stopped_early = False
         val_metrics: dict[str, float] = {}
         for epoch in range(self.epoch, cfg.max_epochs):
+            for callback in self.callbacks:
+                callback.on_train_epoch_start(epoch)
             t0 = time.perf_counter()
             train_metrics = self._train_epoch(task, step_fn, data.train, optimizers, schedules, epoch, train_batches)
             epoch_time = time.perf_counter() - t0

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from zoo.errors import ConfigError
 from zoo.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
 
 #: helper modules that hold no architectures
-_NOT_FAMILIES = {"base", "layers"}
+_NOT_FAMILIES = {"base", "features", "layers"}
 
 
 def register_model(
@@ -48,11 +49,16 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     pretrained: str | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``None`` arguments keep the builder's defaults.
 
-    ``pretrained`` is a path to a zoo checkpoint or a state_dict file (see :mod:`zoo.transfer`).
+    ``pretrained``: a zoo checkpoint, a state_dict file or ``torchvision:<model>.<weights>``, adapted
+    to ``num_classes`` and ``in_chans`` (see :func:`zoo.transfer.load_pretrained`).
+    ``features_only``: return a :class:`~zoo.models.features.FeatureExtractor` giving the feature maps
+    of the stages ``out_indices`` (indices into the model's ``feature_info``; default all).
     """
     _import_families()
     entry = MODELS.get(name)
@@ -65,6 +71,12 @@ def create_model(
         from zoo.transfer import load_pretrained
 
         load_pretrained(model, pretrained)
+    if features_only:
+        from zoo.models.features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)  # type: ignore[arg-type]
+    if out_indices is not None:
+        raise ConfigError(f"out_indices={list(out_indices)} needs features_only=True")
     return model
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import Classifier
+from zoo.models.base import Classifier, sequential_feature_info
 
 _ALEXNET_PAPER = "Krizhevsky et al. 2012, ImageNet classification with deep convolutional neural networks"
 _ZFNET_PAPER = "Zeiler & Fergus 2014, Visualizing and understanding convolutional networks"
@@ -73,6 +73,7 @@ class ConvMLPClassifier(Classifier):
         self.num_classes = num_classes
         self.num_features = hidden
         self.features = features
+        self.feature_info = sequential_feature_info(features)
         self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         in_features = feature_channels * pool_size * pool_size
         self.classifier = mlp_head(in_features, hidden, num_classes, drop_rate, dropout_first)

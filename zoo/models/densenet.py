@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zoo.models import register_model
+from zoo.models.base import FeatureInfo
 from zoo.models.layers import PooledClassifier, Stem, conv1x1, conv3x3, init_conv_bn, linear_or_identity, stem_conv
 
 _PAPER = "Huang et al. 2017, Densely connected convolutional networks"
@@ -114,23 +115,31 @@ class DenseNet(PooledClassifier):
         if stem == "imagenet":
             stem_layers += [("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True)), ("pool0", pool0)]
         self.features = nn.Sequential(OrderedDict(stem_layers))
+        # the stem's map: after relu0 (stride 2, then pool0 halves it again) or the bare CIFAR conv0
+        imagenet = stem == "imagenet"
+        self.feature_info = [FeatureInfo("features.relu0" if imagenet else "features.conv0", num_init_features, 2 if imagenet else 1)]
+        reduction = 4 if imagenet else 1
         layer_kwargs = {"bn_size": bn_size, "drop_rate": drop_rate, "memory_efficient": memory_efficient}
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
             self.features.add_module(f"denseblock{i + 1}", DenseBlock(num_layers, channels, growth_rate, **layer_kwargs))
             channels += num_layers * growth_rate
+            self.feature_info.append(FeatureInfo(f"features.denseblock{i + 1}", channels, reduction))
             if i != len(block_config) - 1:
                 out = int(channels * compression)
                 self.features.add_module(f"transition{i + 1}", Transition(channels, out))
-                channels = out
+                channels, reduction = out, reduction * 2
         self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(channels))
+        self.relu = nn.ReLU(inplace=True)
+        # the last block's map is taken after the final BN-ReLU, as forward_features returns it
+        self.feature_info[-1] = self.feature_info[-1]._replace(module="relu")
         self.num_features = channels
         self.num_classes = num_classes
         self.classifier = linear_or_identity(channels, num_classes)
         init_conv_bn(self, mode="fan_in")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features(x))
+        return self.relu(self.features(x))
 
 
 def _densenet(

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
+from zoo.models.base import FeatureInfo
 from zoo.models.layers import PooledClassifier, conv3x3, init_conv_bn, linear_or_identity
 
 _PAPER = "Larsson et al. 2016, FractalNet: ultra-deep neural networks without residuals"
@@ -167,6 +168,7 @@ class FractalNet(PooledClassifier):
         self.num_features = channels[-1]
         self.num_classes = num_classes
         self.fc = linear_or_identity(self.num_features, num_classes)
+        self.feature_info = [FeatureInfo(f"blocks.{i}", c, 2 ** (i + 1)) for i, c in enumerate(channels)]
         init_conv_bn(self, mode="fan_in")
 
     def sample_plan(self) -> DropPathPlan:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import Classifier
+from zoo.models.base import Classifier, FeatureInfo
 
 _PAPER = "Szegedy et al. 2015, Going deeper with convolutions"
 
@@ -188,6 +188,15 @@ class GoogLeNet(Classifier):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        stem = spec.stem_stride * 2  # after maxpool1
+        inception3 = stem * (2 if spec.stem_pool2 else 1)
+        self.feature_info = [
+            FeatureInfo("conv1", c(64), spec.stem_stride),
+            FeatureInfo("conv3", c(192), stem),
+            FeatureInfo("inception3b", channels["3b"], inception3),
+            FeatureInfo("inception4e", channels["4e"], inception3 * 2),
+            FeatureInfo("inception5b", channels["5b"], inception3 * 4),
+        ]
         _init_weights(self)
 
     def _forward_features(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -216,6 +225,9 @@ class GoogLeNet(Classifier):
             return self.forward_head(self.forward_features(x))
         x, aux = self._forward_features(x, with_aux=True)
         return (self.forward_head(x), *aux)
+
+    def classifier_names(self) -> list[str]:
+        return [self.classifier_attr] + [f"{name}.fc2" for name in ("aux1", "aux2") if getattr(self, name) is not None]
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer and the auxiliary classifiers' last layers."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import Classifier
+from zoo.models.base import Classifier, FeatureInfo
 
 # Table I of the paper: column j lists the S2 maps that feed C3 map j.
 LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -95,16 +95,19 @@ class LeNet5(Classifier):
         self.s4 = pool_layer(2)
         self.c5 = nn.Conv2d(16, 120, kernel_size=5)
         self.act = act()
+        self.act5 = act()  # C5's own activation: its output is the deepest feature map
         self.f6 = nn.Linear(120, 84)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        # C5's 5x5 kernels cover S4's whole 5x5 maps: one position for the 32x32 input
+        self.feature_info = [FeatureInfo("s2", 6, 2), FeatureInfo("s4", 16, 4), FeatureInfo("act5", 120, 32)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (32, 32):
             raise ValueError(f"LeNet-5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; set data.image_size=32")
         x = self.s2(self.act(self.c1(x)))
         x = self.s4(self.act(self.c3(x)))
-        return self.act(self.c5(x))
+        return self.act5(self.c5(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.act(self.f6(torch.flatten(x, 1))))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
-from zoo.models.base import Classifier
+from zoo.models.base import Classifier, sequential_feature_info
 
 _PAPER = "Lin et al. 2013, Network in network"
 
@@ -141,6 +141,7 @@ class NiN(ClassMapClassifier):
         self.num_classes = num_classes
         self.num_features = channels
         self.features = nn.Sequential(*layers)
+        self.feature_info = sequential_feature_info(self.features)
         self.classifier = class_map_head(channels, num_classes, drop_rate=0.0, relu=final_relu)
         self.init_weights()
 

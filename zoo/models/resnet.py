@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
+from zoo.models.base import FeatureInfo
 from zoo.models.layers import PooledClassifier, Stem, conv1x1, conv3x3, init_conv_bn, linear_or_identity, stem_conv
 
 _RESNET = "He et al. 2015, Deep residual learning for image recognition"
@@ -309,14 +310,27 @@ class _ResidualNetwork(PooledClassifier):
             raise ValueError(f"widths {tuple(widths)} and layers {tuple(layers)} must have the same length")
         survival = iter(survival_probs(sum(layers), stochastic_depth))
         self.num_stages = len(layers)
+        self.stage_channels: list[int] = []
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
             stage = _make_stage(block, inplanes, planes, blocks, 1 if i == 0 else 2, shortcut, survival, block_kwargs)
             setattr(self, f"layer{i + 1}", stage)
             inplanes = planes * block.expansion
+            self.stage_channels.append(inplanes)
         return inplanes
 
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def _stage_feature_info(self, stem_module: str, stem_width: int, stem: Stem, last_module: str) -> list[FeatureInfo]:
+        """The stem's map (stride 2 for the ImageNet stem, which then max-pools), one map per stage
+        (stride doubling from the second), the last one taken at ``last_module``."""
+        reduction = 2 if stem == "imagenet" else 1
+        info = [FeatureInfo(stem_module, stem_width, reduction)]
+        reduction *= 2 if stem == "imagenet" else 1
+        for i, channels in enumerate(self.stage_channels):
+            info.append(FeatureInfo(f"layer{i + 1}", channels, reduction * 2**i))
+        info[-1] = info[-1]._replace(module=last_module)
+        return info
 
 
 class ResNet(_ResidualNetwork):
@@ -349,6 +363,7 @@ class ResNet(_ResidualNetwork):
         )
         self.num_classes = num_classes
         self.fc = linear_or_identity(self.num_features, num_classes)
+        self.feature_info = self._stage_feature_info("relu", stem_width, stem, f"layer{self.num_stages}")
         init_conv_bn(self, mode="fan_out")
         if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017)
             for m in self.modules():
@@ -391,6 +406,8 @@ class PreActResNet(_ResidualNetwork):
         self.relu = nn.ReLU(inplace=True)
         self.num_classes = num_classes
         self.fc = linear_or_identity(self.num_features, num_classes)
+        # the last stage's map is taken after the final BN-ReLU, as forward_features returns it
+        self.feature_info = self._stage_feature_info("conv1", stem_width, stem, "relu")
         init_conv_bn(self, mode="fan_out")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

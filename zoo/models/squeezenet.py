@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from zoo.models import register_model
+from zoo.models.base import sequential_feature_info
 from zoo.models.nin import ClassMapClassifier, class_map_head
 
 _PAPER = "Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters"
@@ -59,6 +60,7 @@ class Fire(nn.Module):
 
     def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int) -> None:
         super().__init__()
+        self.out_channels = expand1x1 + expand3x3
         self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)
         self.squeeze_activation = nn.ReLU(inplace=True)
         self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
@@ -101,6 +103,7 @@ class SqueezeNet(ClassMapClassifier):
         self.num_classes = num_classes
         self.num_features = channels
         self.features = nn.Sequential(*layers)
+        self.feature_info = sequential_feature_info(self.features)
         self.classifier = class_map_head(
             channels,
             num_classes,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.engine.optim import param_groups
+from zoo.engine.optim import LrMult, param_groups
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
@@ -42,6 +42,9 @@ class Task(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        #: learning-rate multiplier of a model parameter by name, None to leave it out of the optimizer
+        #: (set by :mod:`zoo.transfer` policies); unset, every trainable parameter gets the base rate
+        self.param_lr_mult: LrMult | None = None
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -59,8 +62,8 @@ class Task(nn.Module):
         """Hook after each validation pass (eval mode, no gradients); log images here."""
 
     def param_groups(self, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
-        """Parameter groups for the optimizer (overridden by transfer-learning policies)."""
-        return param_groups(self.model, weight_decay, decay_norm_and_bias)
+        """Parameter groups for the optimizer, with the multipliers of :attr:`param_lr_mult`."""
+        return param_groups(self.model, weight_decay, decay_norm_and_bias, self.param_lr_mult or 1.0)
 
     def optimizer_param_groups(self, name: str, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
         """Parameter groups of optimizer ``name``; multi-optimizer tasks override this."""
