@@ -173,3 +173,20 @@ def test_sigterm_from_the_command_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and f"ckpt_path={last}" in lines[0]
     state = load_checkpoint(last)
     assert state["global_step"] > 0
+
+
+@pytest.mark.parametrize("classes", [[], ["a"]], ids=["no-class-folders", "empty-class-folder"])
+def test_empty_dataset_is_one_clear_error(tmp_path: Path, classes: list[str]) -> None:
+    from tests.helpers import FAST, make_cfg
+    from zoo.errors import ZooError
+    from zoo.pipeline import train
+
+    for split in ("train", "val"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for c in classes:
+            (tmp_path / "data" / split / c).mkdir()
+    with pytest.raises(ZooError) as info:
+        train(make_cfg(tmp_path / "run", *FAST, "data=imagefolder", f"data.root={tmp_path / 'data'}"))
+    message = str(info.value)
+    assert "\n" not in message and f"{tmp_path / 'data' / 'train'}" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
