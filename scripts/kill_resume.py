@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 BASE = ["trainer.device=cpu", "trainer.deterministic=true", "trainer.progress_bar=false", "logger=none",
         "trainer.max_epochs=20", "trainer.checkpoint.every_n_steps=7"]
@@ -40,11 +40,9 @@ def launch(run_dir: Path, overrides: list[str], ckpt: Path | None) -> subprocess
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from zoo_results import split_overrides
+
+    argv, extra = split_overrides(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")

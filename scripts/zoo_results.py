@@ -89,12 +89,16 @@ def update_readme(text: str, start: str = START, end: str = END) -> None:
     readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The script's own arguments, and the Hydra overrides after ``--`` for every run."""
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1 :]
+
+
 def main() -> None:
-    argv = sys.argv[1:]
-    overrides: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, overrides = argv[:i], argv[i + 1 :]
+    argv, overrides = split_overrides(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="experiment names (default: every *_digits experiment)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "results",

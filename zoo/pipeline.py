@@ -41,14 +41,19 @@ def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return dict(cfg)
 
 
+def _holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds a run's results (checkpoints or metrics)."""
+    ckpts = run_dir / "checkpoints"
+    return (ckpts.is_dir() and any(ckpts.iterdir())) or (run_dir / "metrics.json").exists()
+
+
 def prepare_run_dir(path: str | Path, claim: bool = True) -> Path:
     """The run directory, refusing one that already holds another run's checkpoints or metrics.
 
     ``claim=False`` (the non-zero ranks of a distributed job) uses the directory rank 0 claims."""
     run_dir = Path(path)
-    ckpts = run_dir / "checkpoints"
     refuse = f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)"
-    if (ckpts.is_dir() and any(ckpts.iterdir())) or (run_dir / "metrics.json").exists():
+    if _holds_run(run_dir):
         raise ConfigError(refuse)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not claim:
@@ -70,8 +75,7 @@ def _release_on_error(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[D
             return fn(cfg)
         except ZooError:
             run_dir = Path(cfg.paths.output_dir)
-            ckpts = run_dir / "checkpoints"
-            if not (ckpts.is_dir() and any(ckpts.iterdir())) and not (run_dir / "metrics.json").exists():
+            if not _holds_run(run_dir):
                 (run_dir / RUN_CLAIM).unlink(missing_ok=True)
             raise
 

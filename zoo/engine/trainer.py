@@ -405,24 +405,31 @@ class Trainer:
         return int(partial["batches"]), sums, int(partial["n"])
 
     def _track_finite(self, loss: torch.Tensor) -> None:
-        """Remember the first step with a non-finite loss without synchronising the device."""
+        """Stop at a non-finite loss: at once on CPU; on an accelerator remember the first such step
+        on the device (no synchronisation per step) for the next :meth:`_check_first_bad`."""
         if self.cfg.nonfinite != "raise":
             return
-        step = torch.tensor(self.global_step + 1, device=loss.device)
         bad = ~torch.isfinite(loss.detach())
+        if loss.device.type == "cpu":
+            if bool(bad):
+                self._raise_first_bad(self.global_step + 1)
+            return
+        step = torch.tensor(self.global_step + 1, device=loss.device)
         first = self._first_bad_step if self._first_bad_step is not None else torch.tensor(-1, device=loss.device)
         self._first_bad_step = torch.where(bad & (first < 0), step, first)
-        if loss.device.type == "cpu":  # no device to wait for: stop at once
-            self._check_first_bad()
 
     def _check_first_bad(self) -> None:
         if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
             step = int(self._first_bad_step)
             self._first_bad_step = None
-            raise NonFiniteLossError(
-                f"training loss became NaN/inf at step {step}; lower optimizer.lr, set trainer.gradient_clip_val, "
-                "set trainer.nonfinite=skip to drop such updates, or check the data"
-            )
+            self._raise_first_bad(step)
+
+    @staticmethod
+    def _raise_first_bad(step: int) -> None:
+        raise NonFiniteLossError(
+            f"training loss became NaN/inf at step {step}; lower optimizer.lr, set trainer.gradient_clip_val, "
+            "set trainer.nonfinite=skip to drop such updates, or check the data"
+        )
 
     @contextmanager
     def _signal_guard(self) -> Iterator[None]:
