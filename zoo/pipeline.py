@@ -120,7 +120,7 @@ def _log_augmented_images(logger: NullLogger, loader: Any, count: int = 64) -> N
     from torchvision.utils import make_grid
 
     batch = next(iter(loader), None)
-    if batch is None:
+    if batch is None or not isinstance(batch[0], torch.Tensor):  # variable-size images (detection) come as a list
         return
     images = batch[0][:count].detach().float().cpu()
     logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
@@ -164,7 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model_name": model_name,
         "task": info["task"],
         "config": c,
-        "data_info": {"class_names": data.class_names, "mean": data.mean, "std": data.std, "num_classes": data.num_classes},
+        "data_info": {"class_names": data.class_names, "mean": data.mean, "std": data.std, "num_classes": data.num_classes,
+                      "info": data.info},
     }
     trainer = Trainer(trainer_cfg, run_dir, logger, run_info, callbacks=[policy] if policy is not None else [])
     try:

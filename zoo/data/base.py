@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
 
 import torch
+from torch.utils.data import Dataset
 
 from zoo.data.loaders import BatchTransform, TensorLoader
 from zoo.errors import ConfigError
@@ -24,6 +25,27 @@ class ArraySplits:
     class_names: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SampleSplits:
+    """A dataset of ``(image, target)`` samples whose targets are not class indices (boxes, masks,
+    captions): one ``torch.utils.data.Dataset`` per split, read through a DataLoader.
+
+    Images are float ``(C, H, W)`` tensors, already normalised with ``mean``/``std``; ``target`` is a
+    dict of tensors and plain values that the task reads. ``info`` carries what a model or task needs
+    from the data beyond classes (e.g. a captioning vocabulary); it is stored in every checkpoint.
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    class_names: list[str]
+    in_chans: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def normalize_splits(splits: ArraySplits, mode: str) -> ArraySplits:
@@ -82,6 +104,8 @@ class DataModule:
     class_names: list[str]
     mean: list[float]
     std: list[float]
+    #: what models and tasks need from the data beyond classes (e.g. a vocabulary); stored in checkpoints
+    info: dict[str, Any] = field(default_factory=dict)
 
     def loader(self, split: str) -> Loader:
         if split not in ("train", "val", "test"):
@@ -166,6 +190,8 @@ def build_datamodule(
         from zoo.data.sources import build_source_datamodule
 
         return build_source_datamodule(name, entry, cfg, augmentation, opts, device, seed)
+    if entry.metadata.get("samples"):
+        return _sample_datamodule(name, entry.obj, cfg, opts, device, seed)
     for key in ("root", "download", "eval_crop", "resize_size"):
         cfg.pop(key, None)  # on-disk options; unused by embedded datasets
     try:
@@ -186,3 +212,40 @@ def build_datamodule(
         mean=splits.mean,
         std=splits.std,
     )
+
+
+def _sample_datamodule(name: str, factory: Any, cfg: dict[str, Any], opts: LoaderOptions, device: torch.device | str,
+                       seed: int) -> DataModule:
+    """A :class:`DataModule` of DataLoaders over the splits of a :class:`SampleSplits` dataset.
+
+    Samples are collated by :func:`~zoo.data.loaders.collate_samples`: images stacked when they share a
+    size (else a list), targets a list of dicts. Augmentation configs do not apply (flips and crops would
+    have to move boxes, masks and caption words too); such datasets vary their samples themselves.
+    """
+    from zoo.data.loaders import ImageLoader, collate_samples, resolve_workers
+
+    cfg.pop("download", None)
+    try:
+        splits: SampleSplits = factory(**cfg)
+    except TypeError as e:
+        raise ConfigError(f"dataset {name!r}: {e}") from None
+    workers = resolve_workers(opts.num_workers)
+    pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
+    loaders = {
+        split: ImageLoader(
+            getattr(splits, split),
+            opts.batch_size if split == "train" else opts.eval_batch_size,
+            shuffle=split == "train",
+            drop_last=opts.drop_last and split == "train",
+            seed=seed,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=bool(opts.persistent_workers),
+            split=split,
+            collate_fn=collate_samples,
+        )
+        for split in ("train", "val", "test")
+    }
+    return DataModule(**loaders, num_classes=len(splits.class_names), in_chans=splits.in_chans,
+                      image_size=splits.image_size, class_names=list(splits.class_names), mean=list(splits.mean),
+                      std=list(splits.std), info=dict(splits.info))

@@ -164,6 +164,19 @@ def collate_skipping(items: Sequence[tuple[torch.Tensor, int] | None]) -> tuple[
     return x, y, len(items) - len(kept)
 
 
+def collate_samples(items: Sequence[tuple[torch.Tensor, Any] | None]) -> tuple[Any, Any, int]:
+    """Collate ``(image, target)`` samples whose targets stay per-sample (boxes, masks, captions).
+
+    Images are stacked into one tensor when they share a shape, else kept as a list (detection on
+    variable-size photos); targets are always a list. The third element counts skipped items."""
+    kept = [item for item in items if item is not None]
+    if not kept:
+        return None, None, len(items)
+    images = [image for image, _ in kept]
+    same = all(image.shape == images[0].shape for image in images)
+    return (torch.stack(images) if same else images), [target for _, target in kept], len(items) - len(kept)
+
+
 def _one_line(error: CorruptDataError) -> str:
     """The original message of an error re-raised from a DataLoader worker (which adds a traceback)."""
     last = str(error).strip().splitlines()[-1]
@@ -193,6 +206,7 @@ class ImageLoader:
         pin_memory: bool = False,
         persistent_workers: bool = True,
         split: str = "train",
+        collate_fn: Callable[[Sequence[Any]], tuple[Any, Any, int]] = collate_skipping,
     ) -> None:
         self.seed, self.epoch, self.split = seed, 0, split
         self.generator = torch.Generator()
@@ -203,7 +217,7 @@ class ImageLoader:
             "num_workers": num_workers,
             "pin_memory": pin_memory,
             "persistent_workers": persistent_workers and num_workers > 0,
-            "collate_fn": collate_skipping,
+            "collate_fn": collate_fn,
             "generator": self.generator,
         }
         self._shuffle = shuffle
