@@ -22,18 +22,20 @@ COMMON = ["trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none", "
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["transfer=linear_probe", "transfer.gradual_unfreeze=1"]], ids=["plain", "gradual_unfreeze"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, extra: list[str]) -> None:
+    """Also with gradual unfreezing: stages that start training mid-run are all-reduced too."""
     ddp_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(REPO / "train.py"),
-         *COMMON, "data.batch_size=32", f"hydra.run.dir={ddp_dir}"],
+         *COMMON, *extra, "data.batch_size=32", f"hydra.run.dir={ddp_dir}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed: 2 processes, gloo backend" in proc.stdout + proc.stderr
 
-    single = train(make_cfg(tmp_path / "single", *COMMON, "data.batch_size=64"))
+    single = train(make_cfg(tmp_path / "single", *COMMON, *extra, "data.batch_size=64"))
     ddp = json.loads((ddp_dir / "metrics.json").read_text())
     assert ddp["global_step"] == single["global_step"] == 38
     a = load_checkpoint(ddp_dir / "checkpoints" / "last.pt")["model"]

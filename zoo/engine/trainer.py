@@ -41,6 +41,11 @@ class NonFiniteLossError(ZooError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+def _trainable(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the parameters of ``model`` that require gradients."""
+    return frozenset(name for name, p in model.named_parameters() if p.requires_grad)
+
+
 def _skip(loader: Any, start: int) -> Iterator[tuple[int, Any]]:
     """``enumerate`` from batch ``start`` for loaders that cannot seek: the skipped batches are drawn
     and dropped so a deterministic loader continues exactly where it stopped."""
@@ -138,6 +143,8 @@ class Trainer:
         self._amp_dtype = autocast_dtype(self.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
         self.epoch = 0  # next epoch to run
+        self._unwrapped: torch.nn.Module | None = None  # the model inside DistributedDataParallel ...
+        self._ddp_trainable: frozenset[str] = frozenset()  # ... and the parameters it all-reduces
         self.global_step = 0
         self.monitor = "val/loss"
         self.best = MetricTracker("min")
@@ -235,7 +242,7 @@ class Trainer:
             if not hasattr(data.train, "shard"):
                 raise ConfigError(f"the training loader ({type(data.train).__name__}) cannot be sharded across processes")
             data.train.shard(self.dist.rank, self.dist.world_size)
-            task.model = distributed.wrap_model(model, self.device, cfg.sync_batchnorm, cfg.find_unused_parameters)
+            self._wrap_distributed(task, model)
         try:
             with self._signal_guard():
                 history, stopped_early = self._fit_epochs(task, step_fn, data, optimizers, schedules, train_batches)
@@ -252,6 +259,13 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "fit_time_s": time.perf_counter() - fit_start,
         }
+
+    def _wrap_distributed(self, task: Task, model: torch.nn.Module) -> None:
+        """Put ``model`` in DistributedDataParallel as ``task.model``. DDP all-reduces the gradients of
+        the parameters that require them when it is built, so a change of the trainable set (gradual
+        unfreezing) builds a new wrapper; the parameters, and so the optimizer state, stay the same."""
+        self._unwrapped, self._ddp_trainable = model, _trainable(model)
+        task.model = distributed.wrap_model(model, self.device, self.cfg.sync_batchnorm, self.cfg.find_unused_parameters)
 
     def _fit_epochs(
         self,
@@ -270,6 +284,8 @@ class Trainer:
         for epoch in range(self.epoch, cfg.max_epochs):
             for callback in self.callbacks:
                 callback.on_train_epoch_start(epoch)
+            if self.dist.enabled and _trainable(self._unwrapped) != self._ddp_trainable:
+                self._wrap_distributed(task, self._unwrapped)  # e.g. gradual unfreezing made more parameters trainable
             t0 = time.perf_counter()
             train_metrics = self._train_epoch(task, step_fn, data.train, optimizers, schedules, epoch, train_batches)
             epoch_time = time.perf_counter() - t0
