@@ -10,7 +10,9 @@ Training runs go through scripts/zoo_results.py (finished runs under ``--out`` a
 ``python scripts/zoo_results.py`` followed by this script trains nothing twice). Operations are
 forward FLOPs per image (``torch.utils.flop_counter``); forward time is the median per-image time
 of a batch of ``--batch-size`` on this machine's CPU (or ``--device``). Writes
-``docs/leaderboard_accuracy_vs_ops.png``, ``docs/leaderboard_forward_time.png`` and a Markdown table.
+``docs/leaderboard_accuracy_vs_ops.png``, ``docs/leaderboard_forward_time.png``, the measured rows as
+``docs/leaderboard.json`` (``--replot`` redraws the charts from it without training or timing anything)
+and a Markdown table.
 """
 
 from __future__ import annotations
@@ -52,6 +54,52 @@ def measure(metrics: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     }
 
 
+def place_labels(fig: Any, ax: Any, points: list[tuple[str, float, float, float]], fontsize: int = 8) -> None:
+    """Label each ``(text, x, y, marker radius in points)`` beside its marker where it overlaps no label
+    placed before (nor leaves the axes): above, below, right, left, then the diagonals, then farther
+    out; the position with the least overlap when none is free. Big markers are labelled first."""
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    scale = fig.dpi / 72  # points to pixels
+    markers = []
+    for _, x, y, radius in points:
+        cx, cy = ax.transData.transform((x, y))
+        r = radius * scale
+        markers.append(Bbox([[cx - r, cy - r], [cx + r, cy + r]]))
+    placed: list[Any] = list(markers)  # labels avoid every marker and every label placed before them
+
+    def overlap(box: Any) -> float:
+        inside = max(0.0, min(box.x1, frame.x1) - max(box.x0, frame.x0)) * max(0.0, min(box.y1, frame.y1) - max(box.y0, frame.y0))
+        outside = box.width * box.height - inside
+        return outside + sum(max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0))
+                             for b in placed)
+
+    for text, x, y, radius in sorted(points, key=lambda p: -p[3]):
+        best: tuple[float, Any] | None = None
+        for gap in (3.0, 10.0, 18.0):
+            d = radius + gap
+            for dx, dy, ha, va in ((0, d, "center", "bottom"), (0, -d, "center", "top"), (d, 0, "left", "center"),
+                                   (-d, 0, "right", "center"), (d, d, "left", "bottom"), (-d, d, "right", "bottom"),
+                                   (d, -d, "left", "top"), (-d, -d, "right", "top")):
+                label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha, va=va)
+                box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+                cost = overlap(box)
+                if best is None or cost < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (cost, label)
+                else:
+                    label.remove()
+                if cost == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        assert best is not None
+        placed.append(best[1].get_window_extent(renderer).expanded(1.05, 1.1))
+
+
 def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -61,12 +109,12 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     biggest = max(r["params"] for r in rows)
-    for r in rows:
-        ax.scatter(r["mflops"], r["top1"], s=40 + 1500 * r["params"] / biggest, alpha=0.5)
-        ax.annotate(r["model"], (r["mflops"], r["top1"]), fontsize=8, ha="center", va="bottom",
-                    xytext=(0, 6), textcoords="offset points")
+    areas = [40 + 1500 * r["params"] / biggest for r in rows]
+    for r, area in zip(rows, areas):
+        ax.scatter(r["mflops"], r["top1"], s=area, alpha=0.5)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.2)
+    place_labels(fig, ax, [(r["model"], r["mflops"], r["top1"], (area ** 0.5) / 2) for r, area in zip(rows, areas)])
     ax.set_xlabel("forward operations per image (MFLOPs, log scale)")
     ax.set_ylabel("top-1 test accuracy on digits (%)")
     ax.set_title("Accuracy vs operations (marker area ~ parameters)")
@@ -107,8 +155,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="redraw the charts from <docs>/leaderboard.json only")
     args = parser.parse_args()
 
+    if args.replot:
+        saved = json.loads((args.docs / "leaderboard.json").read_text())
+        for png in plot(saved["rows"], args.docs):
+            print(png)
+        return
     rows = []
     for name in zoo_results.experiments(args.names):
         path = args.out / name / "metrics.json"
@@ -121,6 +175,8 @@ def main() -> None:
             print(f"  {name}: {rows[-1]}", file=sys.stderr)
     if not rows:
         raise SystemExit("error: no finished classification runs; run python scripts/zoo_results.py first")
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "leaderboard.json").write_text(json.dumps({"device": args.device, "rows": rows}, indent=1) + "\n")
     pngs = plot(rows, args.docs)
     text = table(rows, args.device) + "\n\n" + "\n".join(
         f"![{p.stem}]({p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else p})" for p in pngs)
