@@ -122,7 +122,9 @@ class PostActBlock(ResidualBlock):
         identity = x if self.downsample is None else self.downsample(x)
         if self.stochastic_depth.drops_batch():
             return F.relu(identity)  # not in place: identity may be x, which autograd still needs
-        return self.relu(self.stochastic_depth(self.branch(x)) + identity)
+        out = self.stochastic_depth(self.branch(x))
+        out += identity  # in place, as torchvision: no fresh activation-sized buffer per block
+        return self.relu(out)
 
 
 class PreActBlock(ResidualBlock):
@@ -136,7 +138,9 @@ class PreActBlock(ResidualBlock):
         identity = x if self.downsample is None else self.downsample(out)
         if self.stochastic_depth.drops_batch():
             return identity
-        return self.stochastic_depth(self.branch(out)) + identity
+        out = self.stochastic_depth(self.branch(out))
+        out += identity
+        return out
 
 
 class BasicBlock(PostActBlock):
