@@ -15,7 +15,9 @@ pyramid networks for object detection"; :class:`torchvision.ops.FeaturePyramidNe
   extra level), one anchor size per level (32-512 px), multi-scale RoIAlign (He et al. 2017), as
   torchvision's ``fasterrcnn_resnet50_fpn``.
 - ``fasterrcnn_resnet20`` / ``fasterrcnn_resnet20_fpn``: the CIFAR ResNet-20 as a CPU-sized backbone for
-  the 64 px digit scenes (16-28 px digits): stride-4 features and 12-32 px anchors.
+  the 64 px digit scenes (16-28 px digits): stride-4 features and 12-32 px anchors, RoI max pooling
+  (torchvision's RoIAlign backward is slow on CPU: ~6x RoI pooling's for the same RoIs), 64 RoIs per
+  image in training.
 
 Every builder takes the options of :func:`fasterrcnn` as overrides (e.g. ``backbone=vgg16_small``,
 ``fpn=true``, ``anchor_sizes``); ``backbone_pretrained`` loads a zoo classifier checkpoint (or any source
@@ -124,7 +126,7 @@ class ZooBackbone(nn.Module):
             self.out_channels = body.channels[0]
         else:
             raise ConfigError(f"backbone {name} stages {list(out_indices)} have different widths {body.channels}; "
-                              "set fpn=true or select one stage (out_indices=[-1])")
+                              "set fpn=true or select one stage (backbone_indices=[-1])")
 
     @property
     def reductions(self) -> list[int]:
@@ -157,7 +159,7 @@ def fasterrcnn(
     num_classes: int = 91,
     in_chans: int = 3,
     backbone: str = "resnet50",
-    out_indices: Sequence[int] = (-1,),
+    backbone_indices: Sequence[int] = (-1,),
     fpn: bool = False,
     fpn_channels: int = 256,
     drop_final_pool: bool = False,
@@ -167,6 +169,7 @@ def fasterrcnn(
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     roi_op: str = "align",
     roi_output_size: int = 7,
+    roi_sampling_ratio: int = 2,
     representation_size: int = 1024,
     min_size: int = 800,
     max_size: int = 1333,
@@ -174,13 +177,14 @@ def fasterrcnn(
 ) -> FasterRCNN:
     """Faster R-CNN for ``num_classes`` classes (index 0 = background) on zoo classifier ``backbone``.
 
+    ``backbone_indices``: the stages of the backbone's ``feature_info`` to read (one without an FPN).
     ``anchor_sizes``: every size at every position of the single map, or one size per pyramid level
     with ``fpn`` (levels = selected stages + the extra pooled one). ``aspect_ratios`` are height/width.
-    ``roi_op``: ``align`` (RoIAlign, 2 samples per bin; multi-scale with an FPN) or ``pool`` (the
-    paper's RoI max pooling; single map). Further ``kwargs`` go to torchvision's ``FasterRCNN`` (RPN and
+    ``roi_op``: ``align`` (RoIAlign with ``roi_sampling_ratio``^2 samples per bin; multi-scale with an
+    FPN) or ``pool`` (the paper's RoI max pooling; single map). Further ``kwargs`` go to torchvision's ``FasterRCNN`` (RPN and
     RoI-head sampling, NMS thresholds, ``box_detections_per_img``, ...).
     """
-    body = ZooBackbone(backbone, in_chans, out_indices, backbone_pretrained, trainable_backbone_layers,
+    body = ZooBackbone(backbone, in_chans, backbone_indices, backbone_pretrained, trainable_backbone_layers,
                        fpn_channels if fpn else None, drop_final_pool)
     levels = len(body.names)
     if fpn:
@@ -191,10 +195,10 @@ def fasterrcnn(
     elif levels == 1:
         sizes = (tuple(int(s) for s in anchor_sizes),)
     else:
-        raise ConfigError("several out_indices need fpn=true")
+        raise ConfigError("several backbone_indices need fpn=true")
     anchors = AnchorGenerator(sizes, (tuple(float(r) for r in aspect_ratios),) * len(sizes))
     if roi_op == "align":
-        pooler: nn.Module = MultiScaleRoIAlign([n for n in body.names if n != "pool"], roi_output_size, sampling_ratio=2)
+        pooler: nn.Module = MultiScaleRoIAlign([n for n in body.names if n != "pool"], roi_output_size, roi_sampling_ratio)
     elif roi_op == "pool":
         if fpn:
             raise ConfigError("roi_op=pool reads one feature map; use roi_op=align with fpn=true")
@@ -241,15 +245,15 @@ def fasterrcnn_zf(num_classes: int = 21, in_chans: int = 3, **kwargs: Any) -> Fa
 @register_model(family="faster_rcnn", task="detection", input_size=800, paper=f"{_PAPER}; {_FPN_PAPER}")
 def fasterrcnn_resnet50_fpn(num_classes: int = 91, in_chans: int = 3, **kwargs: Any) -> FasterRCNN:
     """ResNet-50 stages 2-5 with an FPN and multi-scale RoIAlign (torchvision's configuration)."""
-    defaults = dict(backbone="resnet50", out_indices=(1, 2, 3, 4), fpn=True, anchor_sizes=(32, 64, 128, 256, 512),
+    defaults = dict(backbone="resnet50", backbone_indices=(1, 2, 3, 4), fpn=True, anchor_sizes=(32, 64, 128, 256, 512),
                     trainable_backbone_layers=3, min_size=800, max_size=1333)
     return _preset(defaults, num_classes, in_chans, kwargs)
 
 
-_DIGITS = dict(backbone="resnet20", out_indices=(-1,), anchor_sizes=(12, 18, 26), aspect_ratios=(1.0, 1.5, 2.0),
-               representation_size=256, min_size=64, max_size=64, rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=200,
+_DIGITS = dict(backbone="resnet20", backbone_indices=(-1,), anchor_sizes=(12, 18, 26), aspect_ratios=(1.0, 1.5, 2.0),
+               roi_op="pool", representation_size=256, min_size=64, max_size=64, rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=200,
                rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
-               box_batch_size_per_image=128)
+               box_batch_size_per_image=64)
 
 
 @register_model(family="faster_rcnn", task="detection", input_size=64, paper=_PAPER)
@@ -261,5 +265,6 @@ def fasterrcnn_resnet20(num_classes: int = 11, in_chans: int = 1, **kwargs: Any)
 @register_model(family="faster_rcnn", task="detection", input_size=64, paper=f"{_PAPER}; {_FPN_PAPER}")
 def fasterrcnn_resnet20_fpn(num_classes: int = 11, in_chans: int = 1, **kwargs: Any) -> FasterRCNN:
     """CPU-sized with an FPN over ResNet-20's stages 2-3 (strides 2, 4) and a pooled level (8)."""
-    defaults = dict(_DIGITS, out_indices=(2, 3), fpn=True, fpn_channels=64, anchor_sizes=(12, 20, 32))
+    defaults = dict(_DIGITS, backbone_indices=(2, 3), fpn=True, fpn_channels=64, anchor_sizes=(12, 20, 32), roi_op="align",
+                    roi_sampling_ratio=1)
     return _preset(defaults, num_classes, in_chans, kwargs)
