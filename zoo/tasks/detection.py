@@ -88,9 +88,11 @@ class DetectionTask(Task):
             x = F.interpolate(x[None].float(), scale_factor=scale, mode="nearest")[0]
             x = (x * 255).to(torch.uint8)
             keep = det["scores"] >= self.draw_score
-            x = draw_bounding_boxes(x, target["boxes"] * scale, colors="lime", width=1)
-            labels = [f"{names[int(c)]} {float(s):.2f}" for c, s in zip(det["labels"][keep], det["scores"][keep])]
-            x = draw_bounding_boxes(x, det["boxes"][keep] * scale, labels=labels, colors="red", width=1)
+            if len(target["boxes"]):
+                x = draw_bounding_boxes(x, target["boxes"] * scale, colors="lime", width=1)
+            if keep.any():
+                labels = [f"{names[int(c)]} {float(s):.2f}" for c, s in zip(det["labels"][keep], det["scores"][keep])]
+                x = draw_bounding_boxes(x, det["boxes"][keep] * scale, labels=labels, colors="red", width=1)
             drawn.append(x.float() / 255)
         height = max(d.shape[-2] for d in drawn)
         width = max(d.shape[-1] for d in drawn)
