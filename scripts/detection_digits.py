@@ -2,15 +2,15 @@
 """Faster R-CNN on the digit scenes: ResNet-20 backbone from scratch vs pretrained on the digits.
 
 Trains the backbone classifier (``experiment=fasterrcnn_digit_scenes_backbone``), then
-``fasterrcnn_digit_scenes`` (scratch) and ``fasterrcnn_digit_scenes_pretrained`` for the same epochs,
-one run at a time, and prints (or writes into README.md) a Markdown table of the test mAP@0.5,
-mAP@[.5:.95] and training times.
+``fasterrcnn_digit_scenes`` (scratch) and ``fasterrcnn_digit_scenes_pretrained`` for the same epochs
+(each of ``--epochs``), one run at a time, and prints (or writes into README.md) a Markdown table of
+the test mAP@0.5, mAP@[.5:.95] and training times.
 
-    OMP_NUM_THREADS=1 python scripts/detection_digits.py                     # the experiments' 5 epochs
-    OMP_NUM_THREADS=1 python scripts/detection_digits.py --update-readme -- trainer.max_epochs=4
+    OMP_NUM_THREADS=1 python scripts/detection_digits.py                     # 5 epochs, as the experiments
+    OMP_NUM_THREADS=1 python scripts/detection_digits.py --epochs 5 1 --update-readme
 
-Hydra overrides after ``--`` go to both detector runs. Runs go to OUT/<variant>[_<overrides>] and
-finished ones are reused, never overwritten.
+Hydra overrides after ``--`` go to every detector run. Runs go to OUT/<variant>_<epochs>ep[_<overrides>]
+and finished ones are reused, never overwritten.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def run(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
     return json.loads(metrics.read_text())
 
 
-def table(results: dict[str, dict]) -> str:
+def table(results: dict[tuple[str, int], dict]) -> str:
     lines = ["| backbone | epochs | test mAP@0.5 | test mAP@[.5:.95] | best val mAP@[.5:.95] (epoch) | training time |",
              "|---|---:|---:|---:|---:|---:|"]
-    for variant, r in results.items():
+    for (variant, _), r in results.items():
         lines.append(f"| {variant} | {r['epochs_run']} | {r['test']['map50']:.3f} | {r['test']['map']:.3f} | "
                      f"{r['best/val/map']:.3f} ({r['best_epoch'] + 1}) | {r['fit_time_s'] / 60:.1f} min |")
     return "\n".join(lines)
@@ -59,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "detection_digits")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, nargs="+", default=[5], help="training epochs of each pair of runs")
     parser.add_argument("--update-readme", action="store_true", help=f"write the table between {START} and {END}")
     args = parser.parse_args(argv)
 
@@ -67,9 +68,12 @@ def main() -> None:
     print(f"backbone classifier: test accuracy {100 * acc:.2f}%", file=sys.stderr)
     suffix = "_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", "_".join(overrides)) if overrides else ""
     results = {}
-    for variant in args.variants:
-        extra = [f"model.backbone_pretrained={backbone / 'checkpoints' / 'best.pt'}"] if variant == "pretrained" else []
-        results[variant] = run(VARIANTS[variant], args.out / f"{variant}{suffix}", [*extra, *overrides])
+    for epochs in args.epochs:
+        for variant in args.variants:
+            extra = [f"trainer.max_epochs={epochs}"]
+            if variant == "pretrained":
+                extra.append(f"model.backbone_pretrained={backbone / 'checkpoints' / 'best.pt'}")
+            results[variant, epochs] = run(VARIANTS[variant], args.out / f"{variant}_{epochs}ep{suffix}", [*extra, *overrides])
     text = table(results)
     print(text)
     if args.update_readme:
