@@ -145,6 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
     model, info = build_model(c["model"], data)
     task = build_task(c["task"], model, info["task"], num_classes=data.num_classes)
+    task.set_class_names(data.class_names)
     policy = build_transfer(c.get("transfer"), model)
     if policy is not None:
         task.param_lr_mult = policy.lr_mult
@@ -247,6 +248,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer = Trainer(trainer_cfg, run_dir, build_logger(c.get("logger"), run_dir))
     data = build_datamodule(data_cfg, None, device=trainer.device, seed=int(train_cfg.get("seed", 0)))
     model_cfg = {**train_cfg["model"], "pretrained": None}
+    if model_cfg.get("backbone_pretrained"):  # the checkpoint holds the trained backbone
+        model_cfg["backbone_pretrained"] = None
     model, info = build_model(model_cfg, data)
     try:
         model.load_state_dict(state["model"])
@@ -254,6 +257,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise CheckpointError(f"{c['ckpt_path']}: weights do not fit model {model_cfg['name']}: {str(e).splitlines()[0]}") from None
     task_cfg = {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}
     task = trainer.setup(build_task(task_cfg, model, info["task"], num_classes=data.num_classes))
+    task.set_class_names(data.class_names)
     task.final_evaluation = True
     split = c.get("split", "test")
     try:

@@ -58,6 +58,9 @@ class Task(nn.Module):
     def compute_metrics(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def set_class_names(self, class_names: list[str]) -> None:
+        """Called once with the dataset's class names (e.g. to name per-class metrics)."""
+
     def on_validation_end(self, logger: Any, step: int) -> None:
         """Hook after each validation pass (eval mode, no gradients); log images here."""
 
