@@ -39,7 +39,7 @@ def test_crf_with_zero_pairwise_weights_returns_the_unary_argmax() -> None:
 def test_mean_field_free_energy_does_not_increase(window: int | None) -> None:
     logits, image = _example(1)
     crf = DenseCRF(4, w1=3.0, w2=2.0, theta_alpha=3.0, theta_beta=30.0, theta_gamma=1.0, window=window)
-    energies = [crf.free_energy(logits, image, crf(logits, image, iterations=t)) for t in range(8)]
+    energies = [crf.free_energy(logits, image, crf(logits, image, iterations=t)) for t in range(6)]
     for before, after in zip(energies, energies[1:]):
         assert torch.all(after <= before + 1e-4)
     assert torch.all(energies[-1] < energies[0] - 1.0)  # and the pairwise terms do change the marginals
@@ -170,7 +170,8 @@ def test_fcn_rejects_bad_skips() -> None:
 
 # ---- task, pipeline, data ----------------------------------------------------------------------------------------------
 
-SCENES = ["data.train_scenes=96", "data.val_scenes=16", "data.test_scenes=16", "trainer.max_epochs=2"]
+SCENES = ["data.train_scenes=64", "data.val_scenes=8", "data.test_scenes=8", "data.image_size=32", "data.min_scale=8",
+          "data.max_scale=14", "trainer.max_epochs=2"]
 
 
 def test_fcn8s_trains_on_digit_scenes_and_evaluates_with_crf(tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ def test_fcn8s_trains_on_digit_scenes_and_evaluates_with_crf(tmp_path: Path) -> 
     acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     image = acc.Images("val/segmentation")[0]
-    assert image.height > 4 * 64  # input, prediction, prediction + CRF, ground truth rows
+    assert image.height > 4 * 32  # input, prediction, prediction + CRF, ground truth rows
 
 
 def _write_voc(root: Path, ids: dict[str, list[str]]) -> None:
@@ -228,6 +229,7 @@ def test_voc_segmentation_layout_crops_and_masks(tmp_path: Path) -> None:
     assert set(mask.unique().tolist()) == {0, 15, 255} and int((mask == 15).sum()) == 200
 
 
+@pytest.mark.slow
 def test_fcn_trains_on_voc_layout_with_variable_size_evaluation(tmp_path: Path) -> None:
     _write_voc(tmp_path / "voc", {"train": ["a", "b"], "val": ["c", "d"]})
     result = train(make_cfg(tmp_path / "run", "model=fcn8s_small", "data=voc_seg", f"data.root={tmp_path / 'voc'}",
