@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--noise", type=float, default=2.0, help="std of the noise added to the unaries")
     args = parser.parse_args()
-    params = {"w1": 1.0, "w2": 1.0, "theta_alpha": 8.0, "theta_beta": 13.0, "theta_gamma": 1.0, "iterations": args.iterations}
+    params = {"w1": 1.0, "w2": 0.5, "theta_alpha": 8.0, "theta_beta": 20.0, "theta_gamma": 1.0, "iterations": args.iterations}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.iterations} mean-field iterations, "
           f"11 labels, kernel {params}")
     print(f"| image | pixels | local window {2 * args.window + 1}x{2 * args.window + 1} (ms) | all pairs (ms) | speed-up | "
