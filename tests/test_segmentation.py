@@ -197,6 +197,24 @@ def test_fcn8s_trains_on_digit_scenes_and_evaluates_with_crf(tmp_path: Path) -> 
     assert image.height > 4 * 32  # input, prediction, prediction + CRF, ground truth rows
 
 
+def test_task_evaluates_variable_size_images_one_by_one_with_and_without_crf() -> None:
+    from zoo.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask(create_model("fcn8s_small", num_classes=3, in_chans=1), 3, crf={"window": 2}).eval()
+    task.final_evaluation = True
+    images = [torch.randn(1, 20, 24), torch.randn(1, 28, 16)]
+    targets = [{"mask": torch.randint(0, 3, image.shape[-2:])} for image in images]
+    targets[0]["mask"][:4] = 255
+    task.reset_metrics()
+    with torch.no_grad():
+        task.validation_step((images, targets))
+    metrics = task.compute_metrics()
+    assert task.metrics.confusion.matrix.sum() == 20 * 24 - 4 * 24 + 28 * 16  # ignored pixels left out
+    assert {"miou", "miou_crf", "iou/0", "iou_crf/0", "crf_ms_per_image"} <= set(metrics)
+    loss = task.training_step((images, targets))["loss"]
+    assert loss.requires_grad and torch.isfinite(loss)
+
+
 def _write_voc(root: Path, ids: dict[str, list[str]]) -> None:
     from PIL import Image
 
