@@ -3,6 +3,7 @@
 from zoo.tasks import classification as _classification  # noqa: F401  (registers the task)
 from zoo.tasks import generative as _generative  # noqa: F401  (autoencoder, vae, gan)
 from zoo.tasks import detection as _detection  # noqa: F401  (registers the task)
+from zoo.tasks import segmentation as _segmentation  # noqa: F401  (registers the task)
 from zoo.tasks.base import TASKS, Task, build_task
 
 __all__ = ["TASKS", "Task", "build_task"]
