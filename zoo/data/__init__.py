@@ -3,6 +3,7 @@
 from zoo.data import digits as _digits  # noqa: F401  (registers the embedded dataset)
 from zoo.data import vision as _vision  # noqa: F401  (registers MNIST, CIFAR, SVHN, image folders)
 from zoo.data import scenes as _scenes  # noqa: F401  (registers the embedded digit scenes)
+from zoo.data import captions as _captions  # noqa: F401  (registers COCO/Karpathy captions, digit scene captions)
 from zoo.data.base import DATASETS, DataModule, build_datamodule
 
 __all__ = ["DATASETS", "DataModule", "build_datamodule"]
