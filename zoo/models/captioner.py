@@ -209,36 +209,39 @@ class Captioner(nn.Module):
         return seqs[rows, best], ranked[rows, best]
 
 
-def _captioner(vocab_size: int, **kwargs: Any) -> Captioner:
+def _captioner(vocab_size: int | None, **kwargs: Any) -> Captioner:
+    if vocab_size is None:
+        raise ConfigError("model.vocab_size is null and the data has no vocabulary; use a captioning dataset "
+                          "(data=digit_scene_captions, coco_captions or karpathy) or set model.vocab_size")
     return Captioner(vocab_size, **kwargs)
 
 
 @register_model(family="captioner", task="captioning", input_size=224, paper=_PAPER)
-def captioner(vocab_size: int = 1000, **kwargs: Any) -> Captioner:
+def captioner(vocab_size: int | None = 1000, **kwargs: Any) -> Captioner:
     """Any encoder (``encoder=<zoo model>``) and cell (``cell=rnn|lstm|gru``)."""
     return _captioner(vocab_size, **kwargs)
 
 
 @register_model(family="captioner", task="captioning", input_size=64, paper=_PAPER)
-def captioner_resnet20_lstm(vocab_size: int = 1000, **kwargs: Any) -> Captioner:
+def captioner_resnet20_lstm(vocab_size: int | None = 1000, **kwargs: Any) -> Captioner:
     """CIFAR ResNet-20 encoder, LSTM decoder: sized for small images (digit scenes)."""
     return _captioner(vocab_size, **{"encoder": "resnet20", "cell": "lstm", **kwargs})
 
 
 @register_model(family="captioner", task="captioning", input_size=64, paper=_PAPER)
-def captioner_resnet20_gru(vocab_size: int = 1000, **kwargs: Any) -> Captioner:
+def captioner_resnet20_gru(vocab_size: int | None = 1000, **kwargs: Any) -> Captioner:
     """CIFAR ResNet-20 encoder, GRU decoder."""
     return _captioner(vocab_size, **{"encoder": "resnet20", "cell": "gru", **kwargs})
 
 
 @register_model(family="captioner", task="captioning", input_size=64, paper=_PAPER)
-def captioner_resnet20_rnn(vocab_size: int = 1000, **kwargs: Any) -> Captioner:
+def captioner_resnet20_rnn(vocab_size: int | None = 1000, **kwargs: Any) -> Captioner:
     """CIFAR ResNet-20 encoder, vanilla (tanh) RNN decoder."""
     return _captioner(vocab_size, **{"encoder": "resnet20", "cell": "rnn", **kwargs})
 
 
 @register_model(family="captioner", task="captioning", input_size=224, paper=_PAPER)
-def captioner_resnet18_lstm(vocab_size: int = 1000, **kwargs: Any) -> Captioner:
+def captioner_resnet18_lstm(vocab_size: int | None = 1000, **kwargs: Any) -> Captioner:
     """ImageNet ResNet-18 encoder (``encoder_pretrained="torchvision:resnet18.IMAGENET1K_V1"`` for the
     ImageNet weights), LSTM decoder: for photographs (COCO, Flickr)."""
     return _captioner(vocab_size, **{"encoder": "resnet18", "cell": "lstm", **kwargs})
