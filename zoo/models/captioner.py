@@ -82,7 +82,9 @@ class Captioner(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         feature_dim = self.encoder.channels[-1] * pool_size * pool_size
         states = num_layers * (2 if cell == "lstm" else 1)  # an LSTM starts from h and c
-        self.project = nn.Linear(feature_dim, embed_dim if image_as == "input" else states * hidden_dim)
+        code_dim = embed_dim if image_as == "input" else states * hidden_dim
+        # batch-normalised code: raw pooled ReLU features share a large positive offset that saturates the gates
+        self.project = nn.Sequential(nn.Linear(feature_dim, code_dim, bias=False), nn.BatchNorm1d(code_dim))
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.rnn = CELLS[cell](embed_dim, hidden_dim, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
