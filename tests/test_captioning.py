@@ -126,8 +126,8 @@ def test_beam_search_keeps_the_better_hypothesis():
 def test_frozen_encoder_gets_no_gradients_and_stays_in_eval_mode():
     model = tiny(freeze_encoder=True).train()
     assert not model.encoder.training and model.rnn.training
-    tokens = torch.tensor([[1, 4, 5, 2]])
-    model(torch.randn(1, 1, 32, 32), tokens).sum().backward()
+    tokens = torch.tensor([[1, 4, 5, 2], [1, 6, 2, 0]])
+    model(torch.randn(2, 1, 32, 32), tokens).sum().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.head.weight.grad is not None
 
@@ -261,7 +261,9 @@ def test_evaluate_writes_captions_and_predict_captions_an_image_file(caption_run
     assert all(r["beam"] == r["greedy"] for r in rows)  # beam 1 is greedy
     assert result["test"]["beam_bleu4"] == result["test"]["bleu4"]
 
-    scene = digit_scenes(train_scenes=1, val_scenes=1, test_scenes=16, normalize="none").test.scene(3)
+    data = torch.load(ckpt, weights_only=True)["config"]["data"]
+    options = {k: data[k] for k in ("image_size", "min_scale", "max_scale", "gap", "min_digits", "max_digits")}
+    scene = digit_scenes(**options, train_scenes=1, val_scenes=1, test_scenes=16, normalize="none").test.scene(3)
     image = tmp_path / "scene.png"
     Image.fromarray((scene["image"].numpy() * 255).round().astype(np.uint8)).save(image)
     proc = subprocess.run([sys.executable, "-m", "zoo", "caption", str(ckpt), str(image), "--decode", "greedy"], cwd=REPO,

@@ -3,9 +3,9 @@
 Show and Tell (Vinyals et al. 2015) feeds the image embedding as the decoder's first input; Karpathy &
 Fei-Fei 2015 use it to set the initial hidden state instead (``image_as="state"``). The encoder is any
 zoo classifier cut after its last stage (``create_model(..., features_only=True)``), average-pooled to a
-``pool_size x pool_size`` grid (1: global pooling; a small grid keeps where things are) and projected;
-frozen or fine-tuned, optionally from pretrained weights. The decoder cell is a vanilla RNN (Elman
-1990), an LSTM (Hochreiter & Schmidhuber 1997) or a GRU (Cho et al. 2014).
+``pool_size x pool_size`` grid (1: global pooling; a small grid keeps where things are), projected and
+batch-normalised; frozen or fine-tuned, optionally from pretrained weights. The decoder cell is a
+vanilla RNN (Elman 1990), an LSTM (Hochreiter & Schmidhuber 1997) or a GRU (Cho et al. 2014).
 
 Training is teacher-forced (:meth:`Captioner.forward`). Inference: :meth:`~Captioner.greedy`,
 :meth:`~Captioner.sample` (softmax with a temperature) and :meth:`~Captioner.beam_search` (with the
