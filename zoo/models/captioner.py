@@ -1,7 +1,9 @@
 """Image captioning: a CNN encoder feeding a one-to-many recurrent decoder.
 
 Show and Tell (Vinyals et al. 2015) feeds the image embedding as the decoder's first input; Karpathy &
-Fei-Fei 2015 use it to set the initial hidden state instead (``image_as="state"``). The encoder is any
+Fei-Fei 2015 use it to set the initial hidden state instead (``image_as="state"``); ``image_as="grid"``
+feeds the cells of the pooled feature grid one by one, left to right, as the first inputs (so the order of
+what the caption names left to right is the order the decoder reads). The encoder is any
 zoo classifier cut after its last stage (``create_model(..., features_only=True)``), average-pooled to a
 ``pool_size x pool_size`` grid (1: global pooling; a small grid keeps where things are), projected and
 batch-normalised; frozen or fine-tuned, optionally from pretrained weights. The decoder cell is a
@@ -54,7 +56,7 @@ class Captioner(nn.Module):
         hidden_dim: int = 512,
         num_layers: int = 1,
         dropout: float = 0.0,
-        image_as: Literal["input", "state"] = "input",
+        image_as: Literal["input", "state", "grid"] = "input",
         pool_size: int = 1,
         encoder_pretrained: str | None = None,
         freeze_encoder: bool = False,
@@ -67,8 +69,8 @@ class Captioner(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"unknown model.cell {cell!r}; use one of {sorted(CELLS)}")
-        if image_as not in ("input", "state"):
-            raise ConfigError(f"model.image_as must be input or state, got {image_as!r}")
+        if image_as not in ("input", "state", "grid"):
+            raise ConfigError(f"model.image_as must be input, state or grid, got {image_as!r}")
         if vocab_size <= max(pad_id, bos_id, eos_id) or pool_size < 1 or max_len < 1:
             raise ConfigError(f"captioner needs vocab_size > its special indices, pool_size >= 1 and max_len >= 1; got "
                               f"vocab_size={vocab_size}, pool_size={pool_size}, max_len={max_len}")
@@ -82,7 +84,9 @@ class Captioner(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         feature_dim = self.encoder.channels[-1] * pool_size * pool_size
         states = num_layers * (2 if cell == "lstm" else 1)  # an LSTM starts from h and c
-        code_dim = embed_dim if image_as == "input" else states * hidden_dim
+        if image_as == "grid":
+            feature_dim = self.encoder.channels[-1]  # one code per grid cell, with shared weights
+        code_dim = states * hidden_dim if image_as == "state" else embed_dim
         # batch-normalised code: raw pooled ReLU features share a large positive offset that saturates the gates
         self.project = nn.Sequential(nn.Linear(feature_dim, code_dim, bias=False), nn.BatchNorm1d(code_dim))
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
@@ -101,16 +105,18 @@ class Captioner(nn.Module):
     # ---- encoder ---------------------------------------------------------------------------------------------
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` image code: the decoder's first input (``image_as="input"``) or initial state."""
-        features = self.pool(self.encoder(images)[-1]).flatten(1)
-        return self.project(self.dropout(features))
+        """``(B, P, D)`` image codes: the decoder's first ``P`` inputs (``input``: P = 1; ``grid``: one per
+        cell, columns left to right, each top to bottom) or, for ``state``, its initial state (P = 1)."""
+        maps = self.pool(self.encoder(images)[-1])
+        cells = maps.permute(0, 3, 2, 1).flatten(1, 2) if self.image_as == "grid" else maps.flatten(1)[:, None]
+        return self.project(self.dropout(cells.flatten(0, 1))).view(len(images), cells.shape[1], -1)
 
     def init_state(self, images: torch.Tensor) -> State:
         """The decoder state once it has seen the image, ready for ``<bos>``."""
         code = self.encode(images)
-        if self.image_as == "input":
-            return self.rnn(code[:, None])[1]
-        return self._state_from(code)
+        if self.image_as == "state":
+            return self._state_from(code[:, 0])
+        return self.rnn(code)[1]
 
     def _state_from(self, code: torch.Tensor) -> State:
         """Initial hidden (and LSTM cell) states of every layer from the image code (``image_as="state"``)."""
@@ -123,10 +129,10 @@ class Captioner(nn.Module):
         """Teacher forcing: ``tokens`` ``(B, T)`` start with ``<bos>``; returns ``(B, T - 1, V)`` logits of
         ``tokens[:, 1:]``, each predicted from the image and the true words before it."""
         code, inputs = self.encode(images), self.embed(tokens[:, :-1])
-        if self.image_as == "input":
-            out = self.rnn(torch.cat([code[:, None], inputs], dim=1))[0][:, 1:]
+        if self.image_as == "state":
+            out = self.rnn(inputs, self._state_from(code[:, 0]))[0]
         else:
-            out = self.rnn(inputs, self._state_from(code))[0]
+            out = self.rnn(torch.cat([code, inputs], dim=1))[0][:, code.shape[1] :]
         return self.head(self.dropout(out))
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
