@@ -52,7 +52,8 @@ def test_vocabulary_min_freq_specials_and_round_trip():
 # ---- model and decoders -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell,image_as", [("rnn", "input"), ("lstm", "input"), ("gru", "input"), ("lstm", "state"), ("gru", "state")])
+@pytest.mark.parametrize("cell,image_as", [("rnn", "input"), ("lstm", "input"), ("gru", "input"), ("lstm", "state"), ("gru", "state"),
+                                           ("lstm", "grid")])
 def test_beam_search_with_beam_1_equals_greedy(cell: str, image_as: str):
     model = tiny(cell, image_as)
     images = torch.randn(4, 1, 32, 32)
@@ -62,8 +63,9 @@ def test_beam_search_with_beam_1_equals_greedy(cell: str, image_as: str):
     assert torch.isfinite(scores).all() and (scores <= 0).all()
 
 
-def test_teacher_forced_logits_are_causal():
-    model = tiny()
+@pytest.mark.parametrize("image_as", ["input", "state", "grid"])
+def test_teacher_forced_logits_are_causal(image_as: str):
+    model = tiny(image_as=image_as)
     images, tokens = torch.randn(2, 1, 32, 32), torch.randint(3, VOCAB, (2, 7))
     tokens[:, 0] = model.bos_id
     logits = model(images, tokens)
