@@ -4,8 +4,6 @@ configs, trainer, evaluate.py and the ``python -m zoo caption`` predict path."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO, make_cfg
+from tests.helpers import make_cfg
+from zoo.__main__ import main as zoo_main
 from zoo.data import build_datamodule
 from zoo.data.captions import SPECIALS, Vocabulary, tokenize
 from zoo.errors import ConfigError, DataNotFoundError
@@ -220,8 +219,9 @@ def test_karpathy_json_splits(tmp_path: Path):
 
 # ---- end to end -------------------------------------------------------------------------------------------------
 
-SMALL = ["experiment=captioner_digit_scenes", "trainer.progress_bar=false", "data.train_scenes=96", "data.val_scenes=16",
-         "data.test_scenes=16", "model.hidden_dim=64", "model.embed_dim=32", "trainer.max_epochs=3", "optimizer.lr=5e-3"]
+SMALL = ["experiment=captioner_digit_scenes", "trainer.progress_bar=false", "data.train_scenes=64", "data.val_scenes=16",
+         "data.test_scenes=16", "model.encoder=lenet5", "model.hidden_dim=64", "model.embed_dim=32", "trainer.max_epochs=3",
+         "optimizer.lr=5e-3", "task.num_shown=4"]
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,8 @@ def test_training_lowers_loss_and_logs_captions(caption_run: tuple[Path, dict[st
     assert "val/captions" in acc.Tags()["images"] and any("val/captions" in t for t in acc.Tags()["tensors"])
 
 
-def test_evaluate_writes_captions_and_predict_captions_an_image_file(caption_run: tuple[Path, dict[str, Any]], tmp_path: Path):
+def test_evaluate_writes_captions_and_predict_captions_an_image_file(caption_run: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]):
     from PIL import Image
 
     from zoo.data.scenes import digit_scenes
@@ -268,13 +269,11 @@ def test_evaluate_writes_captions_and_predict_captions_an_image_file(caption_run
     scene = digit_scenes(**options, train_scenes=1, val_scenes=1, test_scenes=16, normalize="none").test.scene(3)
     image = tmp_path / "scene.png"
     Image.fromarray((scene["image"].numpy() * 255).round().astype(np.uint8)).save(image)
-    proc = subprocess.run([sys.executable, "-m", "zoo", "caption", str(ckpt), str(image), "--decode", "greedy"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == rows[3]["greedy"]  # the file gives the caption the test split's tensor gave
-    proc = subprocess.run([sys.executable, "-m", "zoo", "caption", str(ckpt), str(tmp_path / "missing.png")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: image file not found")
+    capsys.readouterr()
+    assert zoo_main(["caption", str(ckpt), str(image), "--decode", "greedy"]) == 0
+    assert capsys.readouterr().out.strip() == rows[3]["greedy"]  # the file gives the caption the test split's tensor gave
+    assert zoo_main(["caption", str(ckpt), str(tmp_path / "missing.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: image file not found")
 
 
 def test_captioning_needs_a_vocabulary(tmp_path: Path):
