@@ -1,5 +1,7 @@
 """``python -m zoo list [PATTERN] [--task T] [--family F]``: the registered models with their task,
-family, input size and parameter count (counted on the meta device, so nothing is allocated)."""
+family, input size and parameter count (counted on the meta device, so nothing is allocated).
+
+``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint."""
 
 from __future__ import annotations
 
@@ -34,6 +36,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from zoo.errors import ZooError
+    from zoo.predict import caption_files
+
+    try:
+        captions = caption_files(args.ckpt, args.images, args.decode, args.beam_size, args.temperature, args.seed, args.device)
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    for path, caption in zip(args.images, captions):
+        print(f"{path}\t{caption}" if len(args.images) > 1 else caption)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description="zoo model registry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default=None, help="only models of this task (classification, detection, ...)")
     p.add_argument("--family", default=None, help="only models of this family")
     p.set_defaults(fn=cmd_list)
+    c = sub.add_parser("caption", help="caption image files with a captioning checkpoint")
+    c.add_argument("ckpt", help="a captioning checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
+    c.add_argument("images", nargs="+", help="image files")
+    c.add_argument("--decode", choices=["beam", "greedy", "sample"], default="beam")
+    c.add_argument("--beam-size", type=int, default=None, help="default: the checkpoint's task.beam_size")
+    c.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of --decode sample")
+    c.add_argument("--seed", type=int, default=0, help="seed of --decode sample")
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(fn=cmd_caption)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -97,11 +97,18 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tu
                 kwargs[key] = have
             elif int(want) != have:
                 raise ConfigError(f"model.{key}={want} but the data has {key}={have}; drop the override or pick matching data")
+        kwargs = fill_from_info(kwargs, data.info)
     try:
         model = create_model(name, **kwargs)
     except TypeError as e:
         raise ConfigError(f"model {name!r}: {e}") from None
     return model, info
+
+
+def fill_from_info(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with its null keys that the data's ``info`` provides filled in (e.g. a captioner's
+    ``vocab_size`` and the captioning task's ``vocab``, known once the training captions are read)."""
+    return {k: info[k] if v is None and k in info else v for k, v in cfg.items()}
 
 
 def _log_confusion(logger: NullLogger, task: Task, class_names: list[str], tag: str, step: int) -> None:
@@ -144,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_info(model_name)  # fail fast on an unknown model name before loading data
     data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
     model, info = build_model(c["model"], data)
-    task = build_task(c["task"], model, info["task"], num_classes=data.num_classes)
+    task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
     task.set_class_names(data.class_names)
     policy = build_transfer(c.get("transfer"), model)
     if policy is not None:
@@ -247,16 +254,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
     trainer = Trainer(trainer_cfg, run_dir, build_logger(c.get("logger"), run_dir))
     data = build_datamodule(data_cfg, None, device=trainer.device, seed=int(train_cfg.get("seed", 0)))
+    data.info.update((state.get("data_info") or {}).get("info") or {})  # the training run's vocabulary etc.
     model_cfg = {**train_cfg["model"], "pretrained": None}
-    if model_cfg.get("backbone_pretrained"):  # the checkpoint holds the trained backbone
-        model_cfg["backbone_pretrained"] = None
+    model_cfg.update({k: None for k in model_cfg if k.endswith("_pretrained")})  # e.g. a captioner's encoder: weights come from the checkpoint
     model, info = build_model(model_cfg, data)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{c['ckpt_path']}: weights do not fit model {model_cfg['name']}: {str(e).splitlines()[0]}") from None
     task_cfg = {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}
-    task = trainer.setup(build_task(task_cfg, model, info["task"], num_classes=data.num_classes))
+    task = trainer.setup(build_task(fill_from_info(task_cfg, data.info), model, info["task"], num_classes=data.num_classes))
     task.set_class_names(data.class_names)
     task.final_evaluation = True
     split = c.get("split", "test")
@@ -267,6 +274,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
         metrics = trainer.evaluate(task, data.loader(split), desc=split)
         task.model = model
+        written = task.write_predictions(run_dir, split)
         with torch.no_grad():
             task.on_validation_end(trainer.logger, 0)
         trainer.logger.log_scalars({f"{split}/{k}": v for k, v in metrics.items()}, 0)
@@ -279,6 +287,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             split: metrics,
         }
         log.info("%s %s on %s/%s: %s", model_cfg["name"], c["ckpt_path"], data_cfg["name"], split, _fmt(metrics))
+        if written:
+            result["predictions"] = [str(p) for p in written]
+            log.info("predictions written to %s", ", ".join(map(str, written)))
         if tta_metrics:
             result.update({f"{split}_tta": tta_metrics, "tta": tta_cfg})
             log.info("with test-time augmentation (%s): %s", tta_cfg["name"], _fmt(tta_metrics))

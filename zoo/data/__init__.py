@@ -5,6 +5,7 @@ from zoo.data import vision as _vision  # noqa: F401  (registers MNIST, CIFAR, S
 from zoo.data import scenes as _scenes  # noqa: F401  (registers the embedded digit scenes)
 from zoo.data import detection as _detection  # noqa: F401  (registers VOC and COCO detection)
 from zoo.data import segmentation as _segmentation  # noqa: F401  (registers Pascal VOC segmentation)
+from zoo.data import captions as _captions  # noqa: F401  (registers COCO/Karpathy captions, digit scene captions)
 from zoo.data.base import DATASETS, DataModule, build_datamodule
 
 __all__ = ["DATASETS", "DataModule", "build_datamodule"]

@@ -16,6 +16,7 @@ batch, in that order, with only that optimizer's parameters requiring gradients,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +64,11 @@ class Task(nn.Module):
 
     def on_validation_end(self, logger: Any, step: int) -> None:
         """Hook after each validation pass (eval mode, no gradients); log images here."""
+
+    def write_predictions(self, run_dir: Path, split: str) -> list[Path]:
+        """Write what the last evaluation pass predicted (e.g. captions) under ``run_dir``; the files written.
+        ``evaluate.py`` calls it; tasks whose predictions are only scored write nothing."""
+        return []
 
     def param_groups(self, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer, with the multipliers of :attr:`param_lr_mult`."""
