@@ -8,9 +8,11 @@ architecture and against a hand-written training loop (the shared trainer's over
     python scripts/benchmark.py resnet50 --device cuda --precision bf16 --channels-last --torchvision
     python scripts/benchmark.py lenet5 --trainer-overhead
 
-Timings are medians over ``--repeats`` interleaved repeats of ``--steps`` steps each after
+Timings are medians over ``--repeats`` repeats of ``--steps`` steps each after
 ``--warmup`` steps (CUDA timings synchronise). FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` for one forward pass of one sample (multiply-add = 2).
+With ``--torchvision`` both models hold the same weights (the zoo's, loaded by parameter name) and
+their repeats alternate, the order flipping each repeat.
 """
 
 from __future__ import annotations
@@ -103,23 +105,41 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def bench_model(name: str, args: argparse.Namespace, device: torch.device, source: str = "zoo") -> dict[str, Any]:
-    size = args.input_size or model_info(name)["input_size"]
+def _build(name: str, args: argparse.Namespace, source: str) -> nn.Module:
     torch.manual_seed(0)
     if source == "torchvision":
         import torchvision
 
-        model = torchvision.models.get_model(name, weights=None, num_classes=args.num_classes)
+        return torchvision.models.get_model(name, weights=None, num_classes=args.num_classes)
+    return create_model(name, num_classes=args.num_classes, in_chans=args.in_chans)
+
+
+def _times(benches: list[Bench], args: argparse.Namespace, device: torch.device) -> list[tuple[float, float]]:
+    """Median (train, inference) step seconds of each bench; with several, the repeats alternate between
+    them and their order flips each repeat, so drifts of the machine (heat, other load) hit all alike."""
+    train: list[list[float]] = [[] for _ in benches]
+    infer: list[list[float]] = [[] for _ in benches]
+    for r in range(args.repeats):
+        order = range(len(benches)) if r % 2 == 0 else reversed(range(len(benches)))
+        for k in order:
+            train[k].append(_timed(benches[k].train_step, args.steps, args.warmup, device))
+            infer[k].append(_timed(benches[k].infer_step, args.steps, args.warmup, device))
+    return [(statistics.median(t), statistics.median(i)) for t, i in zip(train, infer)]
+
+
+def bench_model(name: str, args: argparse.Namespace, device: torch.device, source: str = "zoo",
+                timed: tuple[Bench, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """The row of one model; ``timed`` passes a bench already timed (by :func:`compare_torchvision`)."""
+    size = args.input_size or model_info(name)["input_size"]
+    if timed is None:
+        bench = Bench(_build(name, args, source), args, size, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        (t, i), = _times([bench], args, device)
     else:
-        model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans)
-    params = sum(p.numel() for p in model.parameters())
-    bench = Bench(model, args, size, device)
+        bench, (t, i) = timed
+    params = sum(p.numel() for p in bench.model.parameters())
     flops = forward_flops(bench.model, bench.x)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    train = [_timed(bench.train_step, args.steps, args.warmup, device) for _ in range(args.repeats)]
-    infer = [_timed(bench.infer_step, args.steps, args.warmup, device) for _ in range(args.repeats)]
-    t, i = statistics.median(train), statistics.median(infer)
     return {
         "model": name, "impl": source, "device": str(device), "precision": args.precision,
         "channels_last": args.channels_last, "batch_size": args.batch_size, "input_size": size,
@@ -128,6 +148,24 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, sourc
         "infer_step_ms": 1e3 * i, "infer_samples_s": args.batch_size / i,
         "peak_memory_mb": _peak_memory_mb(device),
     }
+
+
+def compare_torchvision(name: str, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """The zoo model and torchvision's of the same name, holding the same weights (the zoo's, loaded by
+    name: the architectures match key for key) and timed in alternating repeats."""
+    size = args.input_size or model_info(name)["input_size"]
+    zoo_model, tv_model = _build(name, args, "zoo"), _build(name, args, "torchvision")
+    tv_model.load_state_dict(zoo_model.state_dict())
+    benches = [Bench(zoo_model, args, size, device), Bench(tv_model, args, size, device)]
+    benches[1].x, benches[1].y = benches[0].x, benches[0].y
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = _times(benches, args, device)
+    zoo = bench_model(name, args, device, "zoo", (benches[0], times[0]))
+    tv = bench_model(name, args, device, "torchvision", (benches[1], times[1]))
+    zoo["vs_torchvision_train"] = zoo["train_step_ms"] / tv["train_step_ms"]
+    zoo["vs_torchvision_infer"] = zoo["infer_step_ms"] / tv["infer_step_ms"]
+    return [zoo, tv]
 
 
 def trainer_overhead(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -229,10 +267,7 @@ def main() -> None:
             import torchvision
 
             if name in torchvision.models.list_models():
-                tv = bench_model(name, args, device, "torchvision")
-                zoo = bench_model(name, args, device)
-                zoo["vs_torchvision_train"] = zoo["train_step_ms"] / tv["train_step_ms"]
-                rows += [zoo, tv]
+                rows += compare_torchvision(name, args, device)
                 continue
         rows.append(bench_model(name, args, device))
         if args.trainer_overhead:
