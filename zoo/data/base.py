@@ -8,7 +8,7 @@ from typing import Any, Iterable, Protocol
 import torch
 from torch.utils.data import Dataset
 
-from zoo.data.loaders import BatchTransform, TensorLoader
+from zoo.data.loaders import BatchTransform, ImageLoader, TensorLoader, collate_skipping
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
@@ -169,6 +169,34 @@ def tensor_loaders(
     }
 
 
+def image_loaders(
+    datasets: dict[str, Dataset],
+    opts: LoaderOptions,
+    workers: int,
+    device: torch.device | str,
+    seed: int,
+    collate_fn: Any = collate_skipping,
+) -> dict[str, ImageLoader]:
+    """The DataLoader-path loaders of three per-sample datasets (shuffled training split, pinned memory
+    when ``pin_memory=auto`` and training on CUDA)."""
+    pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
+    return {
+        split: ImageLoader(
+            dataset,
+            opts.batch_size if split == "train" else opts.eval_batch_size,
+            shuffle=split == "train",
+            drop_last=opts.drop_last and split == "train",
+            seed=seed,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=bool(opts.persistent_workers),
+            split=split,
+            collate_fn=collate_fn,
+        )
+        for split, dataset in datasets.items()
+    }
+
+
 def build_datamodule(
     cfg: dict[str, Any],
     augmentation: dict[str, Any] | None = None,
@@ -222,30 +250,15 @@ def _sample_datamodule(name: str, factory: Any, cfg: dict[str, Any], opts: Loade
     size (else a list), targets a list of dicts. Augmentation configs do not apply (flips and crops would
     have to move boxes, masks and caption words too); such datasets vary their samples themselves.
     """
-    from zoo.data.loaders import ImageLoader, collate_samples, resolve_workers
+    from zoo.data.loaders import collate_samples, resolve_workers
 
     cfg.pop("download", None)
     try:
         splits: SampleSplits = factory(**cfg)
     except TypeError as e:
         raise ConfigError(f"dataset {name!r}: {e}") from None
-    workers = resolve_workers(opts.num_workers)
-    pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
-    loaders = {
-        split: ImageLoader(
-            getattr(splits, split),
-            opts.batch_size if split == "train" else opts.eval_batch_size,
-            shuffle=split == "train",
-            drop_last=opts.drop_last and split == "train",
-            seed=seed,
-            num_workers=workers,
-            pin_memory=pin,
-            persistent_workers=bool(opts.persistent_workers),
-            split=split,
-            collate_fn=collate_samples,
-        )
-        for split in ("train", "val", "test")
-    }
+    datasets = {split: getattr(splits, split) for split in ("train", "val", "test")}
+    loaders = image_loaders(datasets, opts, resolve_workers(opts.num_workers), device, seed, collate_samples)
     return DataModule(**loaders, num_classes=len(splits.class_names), in_chans=splits.in_chans,
                       image_size=splits.image_size, class_names=list(splits.class_names), mean=list(splits.mean),
                       std=list(splits.std), info=dict(splits.info))

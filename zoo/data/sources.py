@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
-from zoo.data.base import DataModule, LoaderOptions, tensor_loaders
+from zoo.data.base import DataModule, LoaderOptions, image_loaders, tensor_loaders
 from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
 from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, stats_of
 from zoo.data.vision import ImageSource, tensors_of
@@ -171,18 +171,6 @@ def _image_loaders(source: ImageSource, geometry: Geometry, ops: list[BatchOp], 
     tail = [v2.ToDtype(torch.float32, scale=True), Normalize(stats)]
     pipelines = {"train": v2.Compose([v2.ToImage(), *geometry.train_steps(ops, fill), *tail]),
                  "eval": v2.Compose([v2.ToImage(), *geometry.eval_steps(eval_crop), *tail])}
-    pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
-    return {
-        split: ImageLoader(
-            TransformedDataset(getattr(source, split), pipelines["train" if split == "train" else "eval"]),
-            opts.batch_size if split == "train" else opts.eval_batch_size,
-            shuffle=split == "train",
-            drop_last=opts.drop_last and split == "train",
-            seed=seed,
-            num_workers=workers,
-            pin_memory=pin,
-            persistent_workers=bool(opts.persistent_workers),
-            split=split,
-        )
-        for split in ("train", "val", "test")
-    }
+    datasets = {split: TransformedDataset(getattr(source, split), pipelines["train" if split == "train" else "eval"])
+                for split in ("train", "val", "test")}
+    return image_loaders(datasets, opts, workers, device, seed)
