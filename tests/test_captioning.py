@@ -27,7 +27,7 @@ VOCAB = 12
 def tiny(cell: str = "lstm", image_as: str = "input", seed: int = 0, **kw: Any) -> Captioner:
     torch.manual_seed(seed)
     model = create_model(f"captioner_resnet20_{cell}", vocab_size=VOCAB, in_chans=1, embed_dim=16, hidden_dim=24,
-                         image_as=image_as, pool_size=2, **kw)
+                         image_as=image_as, **{"pool_size": 2, **kw})
     return model.eval()  # type: ignore[return-value]
 
 
@@ -52,7 +52,7 @@ def test_vocabulary_min_freq_specials_and_round_trip():
 
 
 @pytest.mark.parametrize("cell,image_as", [("rnn", "input"), ("lstm", "input"), ("gru", "input"), ("lstm", "state"), ("gru", "state"),
-                                           ("lstm", "grid")])
+                                           ("lstm", "grid"), ("lstm", "attention"), ("gru", "attention"), ("rnn", "attention")])
 def test_beam_search_with_beam_1_equals_greedy(cell: str, image_as: str):
     model = tiny(cell, image_as)
     images = torch.randn(4, 1, 32, 32)
@@ -62,7 +62,7 @@ def test_beam_search_with_beam_1_equals_greedy(cell: str, image_as: str):
     assert torch.isfinite(scores).all() and (scores <= 0).all()
 
 
-@pytest.mark.parametrize("image_as", ["input", "state", "grid"])
+@pytest.mark.parametrize("image_as", ["input", "state", "grid", "attention"])
 def test_teacher_forced_logits_are_causal(image_as: str):
     model = tiny(image_as=image_as)
     images, tokens = torch.randn(2, 1, 32, 32), torch.randint(3, VOCAB, (2, 7))
@@ -78,6 +78,22 @@ def test_teacher_forced_logits_are_causal(image_as: str):
     state = model.init_state(images)
     step, _ = model.step(tokens[:, 0], state)
     assert torch.allclose(step[:, 3:], logits[:, 0, 3:], atol=1e-5)
+
+
+def test_attention_weights_are_a_distribution_over_the_grid_that_follows_the_words():
+    model = tiny(image_as="attention", pool_size=None)  # attend over ResNet-20's full 8x8 map of a 32 px image
+    images, tokens = torch.randn(2, 1, 32, 32), torch.randint(3, VOCAB, (2, 6))
+    tokens[:, 0] = model.bos_id
+    maps = model.attention_maps(images, tokens)
+    assert maps.shape == (2, 5, 8, 8) and (maps >= 0).all()
+    assert torch.allclose(maps.sum((-1, -2)), torch.ones(2, 5))
+    assert not torch.allclose(maps[:, 1], maps[:, 2])  # each step attends anew
+    with torch.no_grad():
+        model.attention.score.weight.zero_()  # equal scores: equal weights, the context is the mean cell
+    uniform = model.attention_maps(images, tokens)
+    assert torch.allclose(uniform, torch.full_like(uniform, 1 / 64))
+    with pytest.raises(ConfigError, match="image_as=attention"):
+        tiny().attention_maps(images, tokens)
 
 
 def _force(model: Captioner, token: int) -> Captioner:
@@ -136,6 +152,10 @@ def test_frozen_encoder_gets_no_gradients_and_stays_in_eval_mode():
 def test_bad_model_options_raise_config_error():
     with pytest.raises(ConfigError, match="cell"):
         create_model("captioner", vocab_size=10, cell="transformer", encoder="lenet5")
+    with pytest.raises(ConfigError, match="pool_size=null"):
+        tiny(image_as="input", pool_size=None)
+    with pytest.raises(ConfigError, match="image_as"):
+        tiny(image_as="attend")
     with pytest.raises(ConfigError, match="temperature"):
         tiny().sample(torch.randn(1, 1, 32, 32), 3, temperature=0)
 

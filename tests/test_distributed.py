@@ -34,7 +34,41 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, extr
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed: 2 processes, gloo backend" in proc.stdout + proc.stderr
+    _assert_matches_one_process(ddp_dir, tmp_path, extra)
 
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_nodes_match_one_process(tmp_path: Path) -> None:
+    """Multi-node: two torchrun launches (``--nnodes 2 --node-rank 0|1``) meeting at one address, as on two
+    machines sharing a file system; each process is LOCAL_RANK 0, so only the global rank may decide who writes."""
+    ddp_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+             "--master-addr", "127.0.0.1", "--master-port", str(port), str(REPO / "train.py"), *COMMON,
+             "data.batch_size=32", f"hydra.run.dir={ddp_dir}"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "distributed: 2 processes, gloo backend" in outputs[0]
+    assert "run directory" in outputs[0] and "run directory" not in outputs[1]  # only global rank 0 logs
+    _assert_matches_one_process(ddp_dir, tmp_path, [])
+
+
+def _assert_matches_one_process(ddp_dir: Path, tmp_path: Path, extra: list[str]) -> None:
     single = train(make_cfg(tmp_path / "single", *COMMON, *extra, "data.batch_size=64"))
     ddp = json.loads((ddp_dir / "metrics.json").read_text())
     assert ddp["global_step"] == single["global_step"] == 38

@@ -7,7 +7,8 @@ reference: ``loss`` (mean negative log-likelihood per word, ``<eos>`` included),
 all references, ``bleu1`` .. ``bleu4`` (the monitored ``bleu4`` selects best.pt). The final test pass,
 ``evaluate.py`` and ``beam_at_val=true`` add ``beam_bleu1`` .. ``beam_bleu4`` of beam-search captions.
 After each validation a figure of the first images with their generated and true captions, and the
-same as a text table, go to TensorBoard.
+same as a text table, go to TensorBoard; an attending captioner (``image_as=attention``) adds where it
+looks for each word of the first image's greedy caption (Xu et al. 2015, fig. 3).
 """
 
 from __future__ import annotations
@@ -159,6 +160,32 @@ class CaptioningTask(Task):
         table = ["| # | greedy | beam | reference |", "|---|---|---|---|"]
         table += [f"| {i} | {g} | {b} | {r} |" for i, (g, b, r) in enumerate(rows)]
         logger.log_text("val/captions", "\n".join(table), step)
+        if getattr(self.model, "attention", None) is not None and greedy[0]:
+            tokens = self.vocab.batch([" ".join(greedy[0])]).to(images.device)
+            maps = self.model.attention_maps(images[:1], tokens)[0]  # (words + <eos>, h, w)
+            logger.log_figure("val/attention", _attention_figure(images[0].cpu(), greedy[0] + ["<eos>"], maps.cpu()), step)
+
+
+def _attention_figure(image: torch.Tensor, words: list[str], maps: torch.Tensor) -> Any:
+    """The image, then for each word the attention weights it was predicted with, upsampled over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gray = image.mean(0)
+    gray = (gray - gray.min()) / (gray.max() - gray.min()).clamp_min(1e-6)
+    upsampled = F.interpolate(maps[:, None].float(), size=gray.shape, mode="bilinear", align_corners=False)[:, 0]
+    fig, axes = plt.subplots(1, len(words) + 1, figsize=(1.6 * (len(words) + 1), 1.9), squeeze=False)
+    axes[0, 0].imshow(gray.numpy(), cmap="gray")
+    for ax, word, weights in zip(axes[0, 1:], words, upsampled):
+        ax.imshow(gray.numpy(), cmap="gray")
+        ax.imshow(weights.numpy(), cmap="inferno", alpha=0.6)
+        ax.set_title(word, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _caption_figure(images: torch.Tensor, rows: list[tuple[str, str, str]]) -> Any:
