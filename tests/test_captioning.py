@@ -266,6 +266,7 @@ def test_training_lowers_loss_and_logs_captions(caption_run: tuple[Path, dict[st
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
     assert "val/captions" in acc.Tags()["images"] and any("val/captions" in t for t in acc.Tags()["tensors"])
+    assert "val/attention" in acc.Tags()["images"]  # the experiment's decoder attends: where it looked per word
 
 
 def test_evaluate_writes_captions_and_predict_captions_an_image_file(caption_run: tuple[Path, dict[str, Any]], tmp_path: Path,

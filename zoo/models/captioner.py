@@ -177,7 +177,7 @@ class Captioner(nn.Module):
         return self.rnn(code)[1]
 
     def _state_from(self, code: torch.Tensor) -> RNNState:
-        """Initial hidden (and LSTM cell) states of every layer from the image code (``image_as="state"``)."""
+        """Initial hidden (and LSTM cell) states of every layer from the image code (``state``, ``attention``)."""
         h = torch.tanh(code).view(len(code), -1, self.num_layers, self.hidden_dim).permute(1, 2, 0, 3).contiguous()
         return (h[0], h[1]) if self.cell == "lstm" else h[0]
 
