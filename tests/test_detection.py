@@ -196,6 +196,49 @@ def test_backbone_pretrained_loads_a_classifier(tmp_path: Path) -> None:
     assert torch.equal(model.backbone.body.model.layer3[0].conv1.weight, classifier.layer3[0].conv1.weight)
 
 
+def test_torchvision_coco_detector_checkpoint_loads_and_detects_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's detector file, from where torchvision caches it, gives the same detections; with other
+    classes everything but the box predictor loads (fine-tuning a COCO detector)."""
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights, fasterrcnn_resnet50_fpn
+
+    from zoo.transfer import torchvision_cache_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+    small = dict(min_size=96, max_size=128, box_score_thresh=0.0, rpn_post_nms_top_n_test=50)
+    torch.manual_seed(0)
+    reference = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, **small).eval()
+    with torch.no_grad():  # not the initial values: statistics and a class layer that say something
+        for name, buffer in reference.named_buffers():
+            if name.endswith("running_var"):
+                buffer.uniform_(0.5, 2.0)
+        reference.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.1)
+    path = torchvision_cache_path(weights)
+    path.parent.mkdir(parents=True)
+    # as in torchvision's file, whose batch norms are all FrozenBatchNorm2d: no num_batches_tracked
+    saved = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(saved, path)
+
+    model = create_model("fasterrcnn_resnet50_fpn", pretrained="torchvision:fasterrcnn_resnet50_fpn.COCO_V1", **small).eval()
+    image = torch.rand(3, 80, 112)
+    # torchvision's detector normalises inside its transform; the zoo's data pipeline normalises before the model
+    mean, std = (torch.tensor(v)[:, None, None] for v in (reference.transform.image_mean, reference.transform.image_std))
+    with torch.no_grad():
+        expected = reference([image])[0]
+        got = model([(image - mean) / std])[0]
+    assert len(expected["boxes"]) > 0
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+
+    from zoo.transfer import load_pretrained
+
+    report = load_pretrained(create_model("fasterrcnn_resnet50_fpn", num_classes=4), "torchvision:fasterrcnn_resnet50_fpn.COCO_V1")
+    assert sorted(report.reinitialised) == ["roi_heads.box_predictor.bbox_pred.bias", "roi_heads.box_predictor.bbox_pred.weight",
+                                            "roi_heads.box_predictor.cls_score.bias", "roi_heads.box_predictor.cls_score.weight"]
+    assert not report.unexpected and len(report.loaded) == len(saved) - 4  # all the rest, under the zoo's names
+    assert all(k.endswith("num_batches_tracked") for k in report.missing)
+
+
 # ---- task and training ---------------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,10 @@ Sources (``model.pretrained=``), all read with ``torch.load(weights_only=True)``
 Loading adapts: a classifier whose shape differs (other ``num_classes``) keeps its fresh
 initialisation; input convolutions whose channels differ (other ``in_chans``) are summed over the
 channels (1 channel) or repeated and rescaled (N); anything else that does not fit is an error. One
-log line sums up what was loaded, adapted, reinitialised, missing and unexpected.
+log line sums up what was loaded, adapted, reinitialised, missing and unexpected. Any model may say
+which of its layers are the classifier (``classifier_names()``, as :class:`~zoo.models.base.Classifier`
+does) and how another library names its modules (``pretrained_aliases``: a mapping of a source prefix
+to its own, tried for source keys it lacks; the detectors use it to load torchvision's checkpoints).
 """
 
 from __future__ import annotations
@@ -183,16 +186,28 @@ class LoadReport:
                 f"unexpected: {names(self.unexpected)}")
 
 
+def _own_name(key: str, own: StateDict, aliases: dict[str, str]) -> str:
+    """``key`` as the model names it: itself, or with the first alias prefix that makes it one of ``own``."""
+    if key in own:
+        return key
+    for source, target in aliases.items():
+        if key.startswith(source) and (renamed := target + key[len(source) :]) in own:
+            return renamed
+    return key
+
+
 def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "state_dict") -> LoadReport:
     """Load ``state`` into ``model``, adapting the classifier and input convolutions (see the module
     docstring); a :class:`CheckpointError` when other tensors do not fit or none does."""
     own = model.state_dict()
-    heads = model.classifier_names() if isinstance(model, Classifier) else []
+    heads = model.classifier_names() if callable(getattr(model, "classifier_names", None)) else []
+    aliases: dict[str, str] = getattr(model, "pretrained_aliases", {})
     inputs = _input_conv_weights(model)
     report = LoadReport(source)
     take: StateDict = {}
     misfits: list[str] = []
     for key, value in state.items():
+        key = _own_name(key, own, aliases)
         target = own.get(key)
         if target is None:
             report.unexpected.append(key)

@@ -25,7 +25,10 @@ of :func:`zoo.transfer.load_pretrained`) into the backbone, ``trainable_backbone
 deepest ``k`` backbone stages (the others are frozen, their batch norms turned into
 :class:`~torchvision.ops.FrozenBatchNorm2d`).
 
-Inputs are already normalised by the zoo's datasets, so the model's transform only resizes
+``pretrained="torchvision:fasterrcnn_resnet50_fpn.COCO_V1"`` loads torchvision's COCO detector into
+``fasterrcnn_resnet50_fpn`` (a new ``num_classes`` keeps a fresh box predictor: fine-tuning a COCO
+detector on one's own classes); the data must then be normalised with ImageNet statistics, as that
+detector's own transform does. Inputs are already normalised by the zoo's datasets, so the model's transform only resizes
 (``min_size``/``max_size``; set them to the data's image size to keep small images as they are) and
 batches; ``image_mean``/``image_std`` are 0/1.
 """
@@ -155,6 +158,17 @@ class RoIPool(MultiScaleRoIAlign):
         return roi_pool(x, proposals, self.pool_size, scale)
 
 
+class ZooFasterRCNN(FasterRCNN):
+    """torchvision's :class:`FasterRCNN` on a :class:`ZooBackbone`, with what transfer learning needs:
+    the layers a new class set replaces, and torchvision's names for the backbone's modules (its detector
+    checkpoints name ResNet-50's layers ``backbone.body.layer1...``; the zoo classifier sits one level deeper)."""
+
+    pretrained_aliases = {"backbone.body.": "backbone.body.model."}
+
+    def classifier_names(self) -> list[str]:
+        return ["roi_heads.box_predictor"]
+
+
 def fasterrcnn(
     num_classes: int = 91,
     in_chans: int = 3,
@@ -206,7 +220,7 @@ def fasterrcnn(
     else:
         raise ConfigError(f"unknown roi_op {roi_op!r}; use align or pool")
     head = TwoMLPHead(body.out_channels * roi_output_size**2, representation_size)
-    return FasterRCNN(
+    return ZooFasterRCNN(
         body,
         min_size=min_size,
         max_size=max_size,
@@ -220,7 +234,7 @@ def fasterrcnn(
     )
 
 
-def _preset(defaults: dict[str, Any], num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> FasterRCNN:
+def _preset(defaults: dict[str, Any], num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> ZooFasterRCNN:
     return fasterrcnn(num_classes=num_classes, in_chans=in_chans, **{**defaults, **kwargs})
 
 
