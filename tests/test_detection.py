@@ -176,6 +176,9 @@ def test_resnet50_fpn_levels_and_frozen_batch_norm() -> None:
     assert isinstance(body.bn1, FrozenBatchNorm2d) and isinstance(body.layer1[0].bn1, FrozenBatchNorm2d)
     assert not isinstance(body.layer2[0].bn1, FrozenBatchNorm2d) and body.layer2[0].conv1.weight.requires_grad
     assert not body.layer1[0].conv1.weight.requires_grad
+    body = create_model("fasterrcnn_resnet50_fpn", num_classes=5, frozen_batch_norm=True).backbone.body.model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert isinstance(body.layer4[2].bn3, FrozenBatchNorm2d) and body.layer4[2].conv3.weight.requires_grad
 
 
 def test_bad_detector_options_are_one_line_errors() -> None:

@@ -69,10 +69,15 @@ def freeze_stages(model: nn.Module, trainable: int | None, used: int) -> None:
     for stage in frozen:
         for name in stage.params:
             params[name].requires_grad_(False)
-        for name in stage.modules:
-            module = model.get_submodule(name) if name else model
-            if isinstance(module, nn.BatchNorm2d):
-                _set_submodule(model, name, _frozen_bn(module))
+        freeze_batch_norms(model, stage.modules)
+
+
+def freeze_batch_norms(model: nn.Module, names: Sequence[str] | None = None) -> None:
+    """Turn the batch norms among ``model``'s submodules ``names`` (default: all) into frozen ones."""
+    for name in [n for n, _ in model.named_modules()] if names is None else names:
+        module = model.get_submodule(name) if name else model
+        if isinstance(module, nn.BatchNorm2d):
+            _set_submodule(model, name, _frozen_bn(module))
 
 
 def _frozen_bn(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
@@ -105,6 +110,7 @@ class ZooBackbone(nn.Module):
         trainable_layers: int | None = None,
         fpn_channels: int | None = None,
         drop_final_pool: bool = False,
+        frozen_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         body = create_model(name, in_chans=in_chans, pretrained=pretrained, features_only=True, out_indices=out_indices)
@@ -118,6 +124,8 @@ class ZooBackbone(nn.Module):
                 body.feature_info[-1] = last._replace(reduction=last.reduction // int(stride))
                 body.reductions[-1] = body.feature_info[-1].reduction
         freeze_stages(body.model, trainable_layers, body.out_indices[-1] + 1)
+        if frozen_batch_norm:
+            freeze_batch_norms(body.model)
         self.body = body
         self.names = [str(i) for i in range(len(body.channels))]
         self.fpn = None
@@ -179,6 +187,7 @@ def fasterrcnn(
     drop_final_pool: bool = False,
     backbone_pretrained: str | None = None,
     trainable_backbone_layers: int | None = None,
+    frozen_batch_norm: bool = False,
     anchor_sizes: Sequence[int] = (128, 256, 512),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     roi_op: str = "align",
@@ -192,6 +201,9 @@ def fasterrcnn(
     """Faster R-CNN for ``num_classes`` classes (index 0 = background) on zoo classifier ``backbone``.
 
     ``backbone_indices``: the stages of the backbone's ``feature_info`` to read (one without an FPN).
+    ``frozen_batch_norm``: every backbone batch norm keeps its (pretrained) statistics and affine, also in
+    the stages that train, as torchvision's pretrained detectors do: a few large images per batch give
+    noisy batch statistics.
     ``anchor_sizes``: every size at every position of the single map, or one size per pyramid level
     with ``fpn`` (levels = selected stages + the extra pooled one). ``aspect_ratios`` are height/width.
     ``roi_op``: ``align`` (RoIAlign with ``roi_sampling_ratio``^2 samples per bin; multi-scale with an
@@ -199,7 +211,7 @@ def fasterrcnn(
     RoI-head sampling, NMS thresholds, ``box_detections_per_img``, ...).
     """
     body = ZooBackbone(backbone, in_chans, backbone_indices, backbone_pretrained, trainable_backbone_layers,
-                       fpn_channels if fpn else None, drop_final_pool)
+                       fpn_channels if fpn else None, drop_final_pool, frozen_batch_norm)
     levels = len(body.names)
     if fpn:
         if len(anchor_sizes) != levels:
