@@ -157,9 +157,13 @@ class Captioner(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, P, D)`` image codes: the decoder's first ``P`` inputs (``input``: P = 1; ``grid``: one per
         cell, columns left to right, each top to bottom) or, for ``state``, its initial state (P = 1)."""
-        maps = self.pool(self.encoder(images)[-1])
+        maps = self._maps(images)
         cells = _cells(maps) if self.image_as == "grid" else maps.flatten(1)[:, None]
         return self._project(cells)
+
+    def _maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` pooled feature maps of the encoder's last stage."""
+        return self.pool(self.encoder(images)[-1])
 
     def _project(self, cells: torch.Tensor) -> torch.Tensor:
         return self.project(self.dropout(cells.flatten(0, 1))).view(len(cells), cells.shape[1], -1)
@@ -168,13 +172,17 @@ class Captioner(nn.Module):
         """The decoder state once it has seen the image, ready for ``<bos>``. Attention: the state set by
         the mean cell, and the grid's cells to attend over."""
         if self.attention is not None:
-            memory = _cells(self.pool(self.encoder(images)[-1]))
-            rnn = self._state_from(self._project(memory.mean(1, keepdim=True))[:, 0])
-            return AttentionState(rnn, memory, self.attention.key(memory))
+            return self._attention_state(self._maps(images))
         code = self.encode(images)
         if self.image_as == "state":
             return self._state_from(code[:, 0])
         return self.rnn(code)[1]
+
+    def _attention_state(self, maps: torch.Tensor) -> AttentionState:
+        assert self.attention is not None
+        memory = _cells(maps)
+        rnn = self._state_from(self._project(memory.mean(1, keepdim=True))[:, 0])
+        return AttentionState(rnn, memory, self.attention.key(memory))
 
     def _state_from(self, code: torch.Tensor) -> RNNState:
         """Initial hidden (and LSTM cell) states of every layer from the image code (``state``, ``attention``)."""
@@ -219,11 +227,11 @@ class Captioner(nn.Module):
     def attention_maps(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Attention weights ``(B, T - 1, h, w)`` over the feature grid while predicting ``tokens[:, 1:]``
         (teacher-forced); needs ``image_as="attention"``."""
-        state = self.init_state(images)
-        if not isinstance(state, AttentionState):
+        if self.attention is None:
             raise ConfigError(f"attention maps need model.image_as=attention, got {self.image_as!r}")
-        weights = self._attend(self.embed(tokens[:, :-1]), state)[2]
-        h, w = self.pool(self.encoder(images[:1])[-1]).shape[-2:]
+        maps = self._maps(images)
+        weights = self._attend(self.embed(tokens[:, :-1]), self._attention_state(maps))[2]
+        h, w = maps.shape[-2:]
         return weights.view(len(images), -1, w, h).transpose(-1, -2)  # cells are column-major
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
