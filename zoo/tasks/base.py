@@ -83,6 +83,14 @@ class Task(nn.Module):
         return cfg
 
 
+def for_display(images: torch.Tensor) -> torch.Tensor:
+    """Each image (the last three dimensions, ``C, H, W``) scaled by its own minimum and maximum to [0, 1]:
+    normalised inputs, shown in figures."""
+    flat = images.flatten(-3)
+    low, high = (v.values[..., None, None, None] for v in (flat.min(-1), flat.max(-1)))
+    return (images - low) / (high - low).clamp_min(1e-6)
+
+
 def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, **extra: Any) -> Task:
     """Build the task named in ``cfg``; refuses a model registered for a different task."""
     cfg = dict(cfg)

@@ -24,7 +24,7 @@ from zoo.data.captions import Vocabulary, tokenize
 from zoo.errors import ConfigError
 from zoo.metrics.captioning import corpus_bleu
 from zoo.models.captioner import Captioner
-from zoo.tasks.base import TASKS, Task
+from zoo.tasks.base import TASKS, Task, for_display
 
 
 def _references(target: dict[str, Any]) -> list[str]:
@@ -173,8 +173,7 @@ def _attention_figure(image: torch.Tensor, words: list[str], maps: torch.Tensor)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gray = image.mean(0)
-    gray = (gray - gray.min()) / (gray.max() - gray.min()).clamp_min(1e-6)
+    gray = for_display(image.mean(0, keepdim=True))[0]
     upsampled = F.interpolate(maps[:, None].float(), size=gray.shape, mode="bilinear", align_corners=False)[:, 0]
     fig, axes = plt.subplots(1, len(words) + 1, figsize=(1.6 * (len(words) + 1), 1.9), squeeze=False)
     axes[0, 0].imshow(gray.numpy(), cmap="gray")
@@ -201,8 +200,7 @@ def _caption_figure(images: torch.Tensor, rows: list[tuple[str, str, str]]) -> A
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, (greedy, beam, ref) in zip(axes.flat, images, rows):
-        low, high = image.min(), image.max()
-        shown = ((image - low) / (high - low).clamp_min(1e-6)).permute(1, 2, 0).squeeze(-1).numpy()
+        shown = for_display(image).permute(1, 2, 0).squeeze(-1).numpy()
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
         ax.set_title(f"greedy: {greedy}\nbeam: {beam}\ntrue: {ref}", fontsize=7, loc="left")
     fig.tight_layout()

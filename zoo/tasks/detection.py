@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.metrics.detection import DetectionMAP
-from zoo.tasks.base import TASKS, Task
+from zoo.tasks.base import TASKS, Task, for_display
 
 #: target keys the detector reads; the others (masks, captions, ids) stay with the task
 _MODEL_KEYS = ("boxes", "labels")
@@ -84,7 +84,7 @@ class DetectionTask(Task):
         for image, target, det in self._shown:
             scale = side / max(image.shape[-2:])
             x = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
-            x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-6)
+            x = for_display(x)
             x = F.interpolate(x[None].float(), scale_factor=scale, mode="nearest")[0]
             x = (x * 255).to(torch.uint8)
             keep = det["scores"] >= self.draw_score

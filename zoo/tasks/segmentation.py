@@ -23,7 +23,7 @@ from torch import nn
 from zoo.errors import ConfigError
 from zoo.metrics.segmentation import SegmentationMetrics
 from zoo.models.crf import DenseCRF
-from zoo.tasks.base import TASKS, Task
+from zoo.tasks.base import TASKS, Task, for_display
 
 
 def label_colours(num_classes: int) -> torch.Tensor:
@@ -157,9 +157,7 @@ class SegmentationTask(Task):
         if not self._shown:
             return
         images, *labels = self._shown
-        low = images.flatten(1).min(1).values.view(-1, 1, 1, 1)
-        high = images.flatten(1).max(1).values.view(-1, 1, 1, 1)
-        images = ((images - low) / (high - low).clamp_min(1e-6)).cpu()
+        images = for_display(images).cpu()
         images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
         colours = label_colours(self.num_classes)
         rows = [images] + [colours[lab.cpu().clamp(0, 255)].permute(0, 3, 1, 2) for lab in labels]
