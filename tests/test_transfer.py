@@ -174,15 +174,15 @@ def test_gradual_unfreezing_by_epoch() -> None:
         return {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
 
     assert trainable() == {"fc"}
-    policy.on_train_epoch_start(1)
+    policy.set_epoch(1)
     assert trainable() == {"fc"}
-    policy.on_train_epoch_start(2)
+    policy.set_epoch(2)
     assert trainable() == {"fc", "layer3"}
     model.train()
     assert model.layer3[0].bn1.training and not model.layer2[0].bn1.training
-    policy.on_train_epoch_start(100)
+    policy.set_epoch(100)
     assert trainable() == {"fc", "layer3", "layer2", "layer1", "conv1", "bn1"}
-    policy.on_train_epoch_start(0)  # a resumed run sets the state of its epoch
+    policy.set_epoch(0)  # a resumed run sets the state of its epoch
     assert trainable() == {"fc"} and not model.layer3[0].bn1.training
 
 

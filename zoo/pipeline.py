@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.data import DataModule, build_datamodule
 from zoo.data.tta import TTAModel, build_tta, center_views
 from zoo.engine import distributed
+from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
-from zoo.engine.loggers import NullLogger, build_logger
-from zoo.engine.trainer import Trainer, TrainerConfig
-from zoo.engine.utils import seed_everything, write_json
-from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.engine.loggers import LoggerCollection, build_loggers, flatten_config
+from zoo.engine.state import TrainerConfig
+from zoo.engine.trainer import Trainer
+from zoo.engine.utils import resolve_device, seed_everything, write_json
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
@@ -111,18 +113,18 @@ def fill_from_info(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     return {k: info[k] if v is None and k in info else v for k, v in cfg.items()}
 
 
-def _log_confusion(logger: NullLogger, task: Task, class_names: list[str], tag: str, step: int) -> None:
+def _log_confusion(logger: LoggerCollection, task: Task, class_names: list[str], tag: str, step: int) -> None:
     matrix = getattr(getattr(task, "confusion", None), "matrix", None)
-    if matrix is None or type(logger) is NullLogger:
+    if matrix is None or not logger:
         return
     from zoo.metrics.classification import confusion_figure
 
     logger.log_figure(tag, confusion_figure(matrix, class_names), step)
 
 
-def _log_augmented_images(logger: NullLogger, loader: Any, count: int = 64) -> None:
+def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64) -> None:
     """A grid of the first augmented training batch, each image min-max scaled for display."""
-    if type(logger) is NullLogger:
+    if not logger:
         return
     from torchvision.utils import make_grid
 
@@ -142,7 +144,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     c = _container(cfg)
     trainer_cfg = TrainerConfig.from_dict(c["trainer"])
     seed_everything(int(c["seed"]), trainer_cfg.deterministic)
-    trainer_device = Trainer(trainer_cfg, run_dir).device  # fail fast on a bad device before loading data
+    trainer_device = distributed.local_device(resolve_device(trainer_cfg.device))  # fail fast on a bad device
+    callbacks = build_callbacks(c.get("callbacks"))  # ... and on bad callback settings, before loading data
     dist_env = distributed.setup(trainer_device)
     if dist_env.enabled:
         log.info("distributed: %d processes, %s backend", dist_env.world_size, torch.distributed.get_backend())
@@ -166,7 +169,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data.image_size, data.image_size, trainer_device,
     )
 
-    logger = build_logger(c.get("logger"), run_dir) if main else NullLogger()
+    if policy is not None:
+        callbacks.append(Unfreeze(policy))
+    dry = trainer_cfg.fast_dev_run  # nothing written
+    logger = build_loggers(c.get("logger"), run_dir) if main and not dry else LoggerCollection([])
+    tags = [str(t) for t in c.get("tags") or []]
+    logger.log_config(c)
+    logger.log_hyperparams(flatten_config({k: c[k] for k in ("model", "data", "augmentation", "task", "optimizer", "scheduler",
+                                                             "trainer", "transfer", "seed") if k in c}),
+                           {f"val/{task.monitor}": float("nan"), f"test/{task.monitor}": float("nan")})
+    logger.log_tags(tags)
     _log_augmented_images(logger, data.train)
     run_info = {
         "model_name": model_name,
@@ -175,7 +187,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "data_info": {"class_names": data.class_names, "mean": data.mean, "std": data.std, "num_classes": data.num_classes,
                       "info": data.info},
     }
-    trainer = Trainer(trainer_cfg, run_dir, logger, run_info, callbacks=[policy] if policy is not None else [])
+    trainer = Trainer(trainer_cfg, run_dir, logger, run_info, callbacks=callbacks)
+    status = "failed"
     try:
         fit = trainer.fit(task, data, c["optimizer"], c["scheduler"], ckpt_path=c.get("ckpt_path"))
         result: dict[str, Any] = {
@@ -186,29 +199,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "params": n_params,
             "trainable_params": n_trainable,
             "run_dir": str(run_dir),
+            "tags": tags,
             **{k: v for k, v in fit.items() if k != "history"},
         }
         if fit["history"]:
             result["final"] = {k: v for k, v in fit["history"][-1].items() if k.startswith(("train/", "val/"))}
         distributed.barrier()  # rank 0's last checkpoint is on disk
         if c.get("test", True) and len(data.test) > 0:
-            best = trainer.ckpt_dir / "best.pt"
-            if best.exists():
+            best = trainer.best_checkpoint
+            if best is not None:
                 model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
             task.final_evaluation = True
-            test = trainer.evaluate(task, data.test, desc="test")
+            test = trainer.test(task, data.test)
             result["test"] = test
             logger.log_scalars({f"test/{k}": v for k, v in test.items()}, trainer.global_step)
             _log_confusion(logger, task, data.class_names, "test/confusion_matrix", trainer.global_step)
-            log.info("test (%s weights): %s", "best" if best.exists() else "final", _fmt(test))
+            log.info("test (%s weights): %s", "best" if best is not None else "final", _fmt(test))
         result["wall_time_s"] = time.perf_counter() - start
         result["history"] = fit["history"]
-        if main:
+        if main and not dry:
             write_json(result, run_dir / "metrics.json")
-        log.info("run directory: %s", run_dir)
+        if dry:
+            (run_dir / RUN_CLAIM).unlink(missing_ok=True)  # a dry run leaves the directory free
+            log.info("fast_dev_run: every stage ran one batch; nothing was written")
+        else:
+            log.info("run directory: %s", run_dir)
+        status = "success"
         return result
+    except TrainingInterrupted:
+        status = "interrupted"
+        raise
     finally:
-        logger.close()
+        logger.close(status)
         distributed.teardown()
 
 
@@ -224,7 +246,7 @@ def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: 
         return {}
     task.model = TTAModel(model, views)
     try:
-        return trainer.evaluate(task, loader, desc=f"{split} tta={tta_cfg['name']}")
+        return trainer.evaluate(task, loader, f"{split} tta={tta_cfg['name']}")
     except RuntimeError as e:
         if tta_cfg.get("views") != "full":
             raise
@@ -246,13 +268,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
     train_cfg = state["config"]
     data_cfg = {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}}
-    trainer_cfg = TrainerConfig(max_epochs=1, device=c.get("device", "auto"), precision=c.get("precision", "auto"),
-                                progress_bar=bool(c.get("progress_bar", True)))
+    trainer_cfg = TrainerConfig(max_epochs=1, device=c.get("device", "auto"), precision=c.get("precision", "auto"))
     tta_cfg = c.get("tta") or {"name": "none"}
     build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
     if tta_cfg.get("name", "none") != "none":
         data_cfg["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
-    trainer = Trainer(trainer_cfg, run_dir, build_logger(c.get("logger"), run_dir))
+    progress = [Progress()] if c.get("progress_bar", True) else []
+    trainer = Trainer(trainer_cfg, run_dir, build_loggers(c.get("logger"), run_dir), callbacks=progress)
     data = build_datamodule(data_cfg, None, device=trainer.device, seed=int(train_cfg.get("seed", 0)))
     data.info.update((state.get("data_info") or {}).get("info") or {})  # the training run's vocabulary etc.
     model_cfg = {**train_cfg["model"], "pretrained": None}
@@ -272,7 +294,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if info["task"] == "classification":  # views of an image average class scores; other tasks see it whole
             tta_metrics = _evaluate_tta(trainer, task, model, data.loader(split), tta_cfg, data.image_size, split)
             task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
-        metrics = trainer.evaluate(task, data.loader(split), desc=split)
+        metrics = trainer.test(task, data.loader(split), split)
         task.model = model
         written = task.write_predictions(run_dir, split)
         with torch.no_grad():

@@ -41,7 +41,6 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from zoo.engine.callbacks import Callback
 from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
 from zoo.errors import CheckpointError, ConfigError
 from zoo.models.base import Classifier
@@ -306,9 +305,10 @@ def _freeze_norm(module: nn.Module, frozen: bool, training: bool) -> None:
         module.train(training)
 
 
-class TransferPolicy(Callback):
+class TransferPolicy:
     """Freezes a classifier's stages as ``cfg`` says and gives the optimizer their learning-rate
-    multipliers; as a trainer callback it unfreezes stages by epoch (``gradual_unfreeze``).
+    multipliers; :meth:`set_epoch` unfreezes stages by epoch (``gradual_unfreeze``; the trainer calls
+    it through :class:`~zoo.engine.callbacks.Unfreeze`).
 
     Frozen parameters have ``requires_grad=False`` and their batch-norm layers stay in eval mode
     through ``model.train()``. Parameters that never train are left out of the optimizer; those a
@@ -373,7 +373,8 @@ class TransferPolicy(Callback):
         return (f"transfer {self.cfg.name}: {n - self.trainable} of {n} stages frozen ({', '.join(frozen) or 'none'}), "
                 f"learning-rate multipliers {mults}{gradual}")
 
-    def on_train_epoch_start(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int) -> None:
+        """Train the stages of ``epoch`` (0-based)."""
         count = self.stages_at(epoch)
         if count != self.trainable:
             self.set_trainable(count)

@@ -2,25 +2,33 @@
 
 A zoo checkpoint is a plain dict of tensors and builtin containers::
 
-    {"format": "zoo-checkpoint", "version": 1, "model_name": str, "config": dict,
-     "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ..., "epoch": int,
-     "global_step": int, "rng": {...}, "callbacks": {...}, "metrics": {...}}
+    {"format": "zoo-checkpoint", "version": 1, "model_name": str, "config": dict, "task": str,
+     "data_info": {...}, "model": state_dict, "optimizers": {name: ...}, "schedulers": {name: ...},
+     "scaler": ..., "epoch": int (the last completed, 0-based), "global_step": int, "skipped_steps": int,
+     "rng": {...}, "metrics": {...}, "callbacks": {state_key: callback state},
+     "partial_epoch": {"epoch", "batches", "n", "sums", "loader"}  (only when saved inside an epoch)}
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from zoo.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from zoo.engine.trainer import Trainer
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
@@ -113,3 +121,66 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def _as_tuple(value: Any) -> Any:
     """``random.setstate`` wants tuples; a round trip through some serialisers yields lists."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def training_checkpoint(trainer: Trainer) -> dict[str, Any]:
+    """The checkpoint of ``trainer``'s fit as it stands: at an epoch end, or inside an epoch."""
+    s = trainer.state
+    model = trainer._model
+    assert model is not None
+    state = {
+        "format": FORMAT, "version": VERSION, **trainer.run_info,
+        "model": model.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in s.optimizers.items()},
+        "schedulers": {name: sched.state_dict() for name, sched in s.schedules.items()},
+        "scaler": s.scaler.state_dict(),
+        "epoch": s.epoch if s.epoch_done else s.epoch - 1,
+        "global_step": s.global_step, "skipped_steps": s.skipped_steps, "rng": capture_rng_state(),
+        "metrics": {k: float(v) for k, v in s.metrics.items()} if s.epoch_done else {},
+        "callbacks": {c.state_key or type(c).__qualname__: c.state_dict() for c in trainer.callbacks},
+    }
+    if not s.epoch_done:
+        partial: dict[str, Any] = {"epoch": s.epoch, "batches": s.batch_idx, "n": s.n,
+                                   "sums": {k: float(v) for k, v in s.sums.items()}}
+        if hasattr(trainer._train_loader, "state_dict"):
+            partial["loader"] = trainer._train_loader.state_dict()
+        state["partial_epoch"] = partial
+    return state
+
+
+def restore_training(trainer: Trainer, path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Load ``path`` into ``trainer`` (model, optimizers, schedules, scaler, callbacks, position, RNG);
+    returns the mid-epoch position it was saved at, if any."""
+    s, state = trainer.state, load_checkpoint(path, map_location=trainer.device)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a zoo training checkpoint; to start from its weights use model.pretrained={path}")
+    want, have = trainer.run_info.get("model_name"), state.get("model_name")
+    if want and have and want != have:
+        raise CheckpointError(f"{path} was trained with model={have}, but this run uses model={want}; pass model={have} or drop ckpt_path")
+    model = trainer._model
+    assert model is not None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit model {want}: {str(e).splitlines()[0]}; check num_classes/in_chans "
+                              "against the checkpoint's config") from None
+    if set(state.get("optimizers", {})) != set(s.optimizers):
+        raise CheckpointError(f"{path} holds optimizers {sorted(state.get('optimizers', {}))}, this run has {sorted(s.optimizers)}")
+    for name, opt in s.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+        s.schedules[name].load_state_dict(state["schedulers"][name])
+    s.scaler.load_state_dict(state["scaler"])
+    stored = state.get("callbacks", {})
+    for callback in trainer.callbacks:
+        key = callback.state_key or type(callback).__qualname__
+        if stored.get(key):
+            callback.load_state_dict(stored[key])
+    partial = state.get("partial_epoch")
+    s.epoch = int(partial["epoch"]) if partial else int(state["epoch"]) + 1
+    s.global_step, s.skipped_steps = int(state["global_step"]), int(state.get("skipped_steps", 0))
+    restore_rng_state(state["rng"])
+    within = f", batch {partial['batches'] + 1}" if partial else ""
+    log.info("resumed from %s: continuing at epoch %d%s (step %d)", path, s.epoch + 1, within, s.global_step)
+    if s.epoch >= s.max_epochs:
+        log.warning("checkpoint already reached trainer.max_epochs=%d; nothing left to train", s.max_epochs)
+    return partial
