@@ -174,7 +174,8 @@ def trainer_overhead(name: str, args: argparse.Namespace, device: torch.device) 
 
     from zoo.data.base import DataModule
     from zoo.data.loaders import TensorLoader
-    from zoo.engine.trainer import Trainer, TrainerConfig
+    from zoo.engine.state import TrainerConfig
+    from zoo.engine.trainer import Trainer
     from zoo.tasks.classification import ClassificationTask
 
     size = args.input_size or model_info(name)["input_size"]
@@ -190,8 +191,7 @@ def trainer_overhead(name: str, args: argparse.Namespace, device: torch.device) 
         loader = TensorLoader(x, y, args.batch_size, shuffle=True)
         data = DataModule(loader, TensorLoader(x[:0], y[:0], 1), TensorLoader(x[:0], y[:0], 1), args.num_classes,
                           args.in_chans, size, [str(c) for c in range(args.num_classes)], [0.0], [1.0])
-        cfg = TrainerConfig(max_epochs=2, device=str(device), precision=precision, progress_bar=False,
-                            checkpoint={"enabled": False}, channels_last=args.channels_last)
+        cfg = TrainerConfig(max_epochs=2, device=str(device), precision=precision, channels_last=args.channels_last)
         with tempfile.TemporaryDirectory() as tmp:
             fit = Trainer(cfg, tmp).fit(task, data, {"name": "momentum", "lr": 1e-3}, {"name": "none"})
         return fit["history"][-1]["time/epoch_s"] / len(loader)  # second epoch: warm

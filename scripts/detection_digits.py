@@ -35,7 +35,7 @@ def run(experiment: str, run_dir: Path, overrides: list[str]) -> dict:
     metrics = run_dir / "metrics.json"
     if not metrics.exists():
         cmd = [sys.executable, str(REPO / "train.py"), f"experiment={experiment}", f"hydra.run.dir={run_dir}",
-               "trainer.progress_bar=false", *overrides]
+               *overrides]
         print(f"running {' '.join(cmd[1:])}", file=sys.stderr)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

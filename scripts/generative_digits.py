@@ -135,7 +135,7 @@ def main() -> None:
     scorer_ckpt = args.out / "scorer" / "checkpoints" / "best.pt"
     scoring = [f"task.classifier_ckpt={scorer_ckpt}", f"task.confidence_threshold={args.threshold}"]
     vae = run("vae", "experiment=vae_digits", *scoring)
-    run("vae_first_epochs", "experiment=vae_digits", f"trainer.max_epochs={args.first_epochs}", "trainer.checkpoint.every_n_epochs=1",
+    run("vae_first_epochs", "experiment=vae_digits", f"trainer.max_epochs={args.first_epochs}", "callbacks.checkpoint.every_n_epochs=1",
         "test=false", "logger=none")
     vae_test = test_elbo_per_epoch(args.out / "vae_first_epochs", args.first_epochs)
     gan = run("gan", "experiment=gan_digits", *scoring, f"task.num_samples={N_IMAGES}")

@@ -7,7 +7,7 @@ uninterrupted run.
     python scripts/kill_resume.py --kills 6 --seed 3 -- model=resnet20 trainer.max_epochs=4
 
 Runs use ``trainer.deterministic=true`` on CPU and a periodic mid-epoch checkpoint
-(``trainer.checkpoint.every_n_steps``) so kills land both inside epochs and between them.
+(``callbacks.checkpoint.every_n_steps``) so kills land both inside epochs and between them.
 Exit status 0 when the resumed run matches exactly, 1 otherwise.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-BASE = ["trainer.device=cpu", "trainer.deterministic=true", "trainer.progress_bar=false", "logger=none",
-        "trainer.max_epochs=20", "trainer.checkpoint.every_n_steps=7"]
+BASE = ["trainer.device=cpu", "trainer.deterministic=true", "logger=none",
+        "trainer.max_epochs=20", "callbacks.checkpoint.every_n_steps=7"]
 
 
 def launch(run_dir: Path, overrides: list[str], ckpt: Path | None) -> subprocess.Popen[bytes]:

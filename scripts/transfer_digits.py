@@ -48,7 +48,7 @@ def run(experiment: str, run_dir: Path, overrides: list[str], threads: int) -> d
     metrics = run_dir / "metrics.json"
     if not metrics.exists():
         cmd = [sys.executable, str(REPO / "train.py"), f"experiment={experiment}", f"hydra.run.dir={run_dir}",
-               "trainer.progress_bar=false", "logger=none", *overrides]
+               "logger=none", *overrides]
         proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]

@@ -48,7 +48,7 @@ def train_run(run_dir: Path, args: list[str], threads: int) -> dict | None:
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}", "trainer.progress_bar=false"]
+    cmd = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]

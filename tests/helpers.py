@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
 #: settings that keep a digits run to a second or two
-FAST = ["trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none"]
+FAST = ["trainer.max_epochs=2", "logger=none"]
 
 
 def make_cfg(run_dir: Path, *overrides: str, config_name: str = "train") -> DictConfig:

@@ -239,7 +239,7 @@ def test_karpathy_json_splits(tmp_path: Path):
 
 # ---- end to end -------------------------------------------------------------------------------------------------
 
-SMALL = ["experiment=captioner_digit_scenes", "trainer.progress_bar=false", "data.train_scenes=64", "data.val_scenes=16",
+SMALL = ["experiment=captioner_digit_scenes", "data.train_scenes=64", "data.val_scenes=16",
          "data.test_scenes=16", "model.encoder=lenet5", "model.hidden_dim=64", "model.embed_dim=32", "trainer.max_epochs=3",
          "optimizer.lr=5e-3", "task.num_shown=4"]
 

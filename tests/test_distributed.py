@@ -17,7 +17,7 @@ from zoo.engine.checkpoint import load_checkpoint
 from zoo.pipeline import train
 
 # no augmentation (each rank augments its own shard with its own stream); full global batches only
-COMMON = ["trainer.max_epochs=2", "trainer.progress_bar=false", "logger=none", "augmentation=none",
+COMMON = ["trainer.max_epochs=2", "logger=none", "augmentation=none",
           "trainer.device=cpu", "trainer.limit_train_batches=19", "trainer.deterministic=true"]
 
 

@@ -29,7 +29,7 @@ def scorer_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory: pytest.TempPathFactory, scorer_ckpt: Path) -> tuple[Path, dict[str, Any]]:
     run_dir = tmp_path_factory.mktemp("vae")
-    cfg = make_cfg(run_dir, "experiment=vae_digits", "trainer.max_epochs=3", "trainer.progress_bar=false", "logger=tensorboard",
+    cfg = make_cfg(run_dir, "experiment=vae_digits", "trainer.max_epochs=3", "logger=tensorboard",
                    "model.latent_dim=2", "task.iw_samples=20", "task.num_samples=100", f"task.classifier_ckpt={scorer_ckpt}")
     return run_dir, train(cfg)
 
@@ -128,7 +128,7 @@ def test_gan_per_network_optimizer_overrides(tmp_path: Path) -> None:
 
 def test_gan_resume_restores_both_networks_and_optimizers(tmp_path: Path) -> None:
     common = ["experiment=gan_digits", *QUICK, "trainer.max_epochs=3", "trainer.deterministic=true", "test=false"]
-    full = train(make_cfg(tmp_path / "full", *common, "trainer.checkpoint.every_n_epochs=1"))
+    full = train(make_cfg(tmp_path / "full", *common, "callbacks.checkpoint.every_n_epochs=1"))
     state = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch_2.pt")
     assert set(state["optimizers"]) == {"generator", "discriminator"}
     assert any(k.startswith("generator.") for k in state["model"]) and any(k.startswith("discriminator.") for k in state["model"])

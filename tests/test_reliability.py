@@ -12,7 +12,9 @@ import torch
 from zoo.data import build_datamodule
 from zoo.data.base import DataModule
 from zoo.engine.checkpoint import load_checkpoint
-from zoo.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from zoo.engine.callbacks import ModelCheckpoint, NonFiniteLoss, NonFiniteLossError, SignalHandler
+from zoo.engine.state import TrainerConfig
+from zoo.engine.trainer import Trainer
 from zoo.errors import TrainingInterrupted
 from zoo.models import create_model
 from zoo.tasks.classification import ClassificationTask
@@ -69,11 +71,11 @@ def _data(unseekable: bool = False) -> DataModule:
 
 def _fit(run_dir: Path, epochs: int = 2, ckpt: Path | None = None, unseekable: bool = False, **kw: Any) -> tuple[Scripted, dict]:
     torch.manual_seed(0)
-    checkpoint = {"every_n_steps": kw.pop("every_n_steps", None)}
-    cfg = TrainerConfig(max_epochs=epochs, device="cpu", progress_bar=False, checkpoint=checkpoint,
-                        nonfinite=kw.pop("nonfinite", "raise"))
+    callbacks = [ModelCheckpoint(every_n_steps=kw.pop("every_n_steps", None)), NonFiniteLoss(kw.pop("nonfinite", "raise")),
+                 SignalHandler()]
+    cfg = TrainerConfig(max_epochs=epochs, device="cpu")
     task = Scripted(create_model("lenet5", num_classes=10, in_chans=1), num_classes=10, label_smoothing=0.1, **kw)
-    result = Trainer(cfg, run_dir, run_info={"model_name": "lenet5"}).fit(task, _data(unseekable), OPT, SCHED, ckpt_path=ckpt)
+    result = Trainer(cfg, run_dir, run_info={"model_name": "lenet5"}, callbacks=callbacks).fit(task, _data(unseekable), OPT, SCHED, ckpt_path=ckpt)
     return task, result
 
 
@@ -161,7 +163,7 @@ def test_sigterm_from_the_command_line(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run}", "trainer.max_epochs=200",
-                             "trainer.progress_bar=false", "logger=none"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+                             "logger=none"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     last = run / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from zoo.pipeline import evaluate, train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = make_cfg(run_dir, "trainer.max_epochs=4", "trainer.progress_bar=false", "logger=tensorboard")
+    cfg = make_cfg(run_dir, "trainer.max_epochs=4", "logger=tensorboard")
     return run_dir, train(cfg)
 
 
@@ -59,7 +59,8 @@ def test_checkpoint_contents(trained: tuple[Path, dict]) -> None:
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert state["model_name"] == "lenet5" and state["epoch"] == 3
     assert state["config"]["model"]["name"] == "lenet5"
-    assert {"optimizers", "schedulers", "scaler", "rng", "best", "early_stopping"} <= set(state)
+    assert {"optimizers", "schedulers", "scaler", "rng", "callbacks"} <= set(state)
+    assert state["callbacks"]["checkpoint"]["monitor"] == "val/acc" and len(state["callbacks"]["checkpoint"]["top"]) == 1
     assert set(state["optimizers"]) == {"model"}
 
 
@@ -77,7 +78,7 @@ def test_evaluate_uses_stored_config(trained: tuple[Path, dict], tmp_path: Path)
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     common = [*FAST, "trainer.max_epochs=4", "trainer.deterministic=true", "test=false"]
-    full = train(make_cfg(tmp_path / "full", *common, "trainer.checkpoint.every_n_epochs=2"))
+    full = train(make_cfg(tmp_path / "full", *common, "callbacks.checkpoint.every_n_epochs=2"))
     resumed = train(
         make_cfg(tmp_path / "resumed", *common, f"ckpt_path={tmp_path}/full/checkpoints/epoch_2.pt")
     )
@@ -93,7 +94,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 def test_early_stopping(tmp_path: Path) -> None:
     # lr tiny enough that validation accuracy cannot improve after the first epoch
     cfg = make_cfg(tmp_path, *FAST, "trainer.max_epochs=20", "optimizer.lr=1e-9", "scheduler=none",
-                   "trainer.early_stopping.patience=2")
+                   "callbacks.early_stopping.patience=2")
     result = train(cfg)
     assert result["stopped_early"] and result["epochs_run"] == 3
 
@@ -128,5 +129,5 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_default_run_reaches_99_percent(tmp_path: Path) -> None:
-    result = train(make_cfg(tmp_path, "trainer.progress_bar=false", "logger=none"))
+    result = train(make_cfg(tmp_path, "logger=none"))
     assert result["test"]["acc"] >= 0.99

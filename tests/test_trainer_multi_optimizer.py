@@ -11,7 +11,9 @@ from torch import nn
 from zoo.data.base import DataModule
 from zoo.data.loaders import TensorLoader
 from zoo.engine.checkpoint import load_checkpoint
-from zoo.engine.trainer import Trainer, TrainerConfig
+from zoo.engine.callbacks import ModelCheckpoint
+from zoo.engine.state import TrainerConfig
+from zoo.engine.trainer import Trainer
 from zoo.tasks.base import Task
 
 
@@ -65,7 +67,8 @@ def _data() -> DataModule:
 def _fit(run_dir: Path, epochs: int, ckpt: Path | None = None) -> tuple[TwoOptimizerTask, dict[str, Any]]:
     torch.manual_seed(0)
     task = TwoOptimizerTask(TwoPlayer())
-    trainer = Trainer(TrainerConfig(max_epochs=epochs, progress_bar=False, device="cpu"), run_dir, run_info={"model_name": "toy"})
+    trainer = Trainer(TrainerConfig(max_epochs=epochs, device="cpu"), run_dir, run_info={"model_name": "toy"},
+                      callbacks=[ModelCheckpoint()])
     result = trainer.fit(task, _data(), {"name": "sgd", "lr": 1.0}, {"name": "none"}, ckpt_path=ckpt)
     return task, result
 
@@ -74,7 +77,7 @@ def test_each_optimizer_steps_only_its_own_parameters(tmp_path: Path) -> None:
     torch.manual_seed(0)
     task = TwoOptimizerTask(TwoPlayer())
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
-    trainer = Trainer(TrainerConfig(max_epochs=1, progress_bar=False, device="cpu", limit_train_batches=1), tmp_path)
+    trainer = Trainer(TrainerConfig(max_epochs=1, device="cpu", limit_train_batches=1), tmp_path)
     trainer.fit(task, _data(), {"name": "sgd", "lr": 1.0}, {"name": "none"})
     # per batch: b first with a frozen, then a with b frozen; flags restored afterwards
     assert task.grads_seen == [("b", False, True), ("a", True, False)]
