@@ -1,4 +1,4 @@
-"""Device, precision and seeding helpers; atomic JSON files."""
+"""Device, precision and seeding helpers; atomic files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -70,14 +70,24 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Call ``write`` on a temp file next to ``path``, then rename it over ``path``: a reader never
+    sees half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=float)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+
+    def dump(f: TextIO) -> None:
+        json.dump(data, f, indent=2, sort_keys=False, default=float)
+        f.write("\n")
+
+    write_atomic(path, dump)

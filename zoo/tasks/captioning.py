@@ -149,9 +149,7 @@ class CaptioningTask(Task):
         return [path]
 
     def on_validation_end(self, logger: Any, step: int) -> None:
-        from zoo.engine.loggers import NullLogger
-
-        if not self._shown or type(logger) is NullLogger:
+        if not self._shown or not logger:  # nobody receives the figures: skip decoding
             return
         images = torch.stack([x for x, _ in self._shown]).to(next(self.model.parameters()).device)
         greedy, beam = self.decode(images, "greedy"), self.decode(images, "beam")
