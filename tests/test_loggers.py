@@ -153,14 +153,6 @@ def test_flatten_config() -> None:
     assert flatten_config({"lr": 0.1}, prefix="opt.") == {"opt.lr": 0.1}
 
 
-def test_temporary_shim_returns_null_logger_when_empty(tmp_path: Path) -> None:
-    from zoo.engine.loggers import NullLogger, build_logger
-
-    assert type(build_logger({}, tmp_path)) is NullLogger and not NullLogger()
-    both = build_logger({"csv": {}}, tmp_path)
-    assert type(both) is LoggerCollection and len(both) == 1
-
-
 # --- CSV ----------------------------------------------------------------------------------------
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

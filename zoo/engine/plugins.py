@@ -28,43 +28,49 @@ def options_of(builder: Any, fixed: Mapping[str, Any] = {}) -> list[str]:
 
 def build_one(registry: Registry[T], group: str, key: str, options: Mapping[str, Any], base: type,
               fixed: Mapping[str, Any] = {}) -> T:
-    """The object ``key: options`` of config group ``group`` describes (see the module docstring)."""
+    """The object ``key: options`` of config group ``group`` describes (see the module docstring);
+    ``fixed`` are the arguments zoo passes itself (e.g. the run directory)."""
     options = dict(options)
+    for name in fixed:
+        if name in options:
+            raise ConfigError(f"{group}.{key}.{name} is set by zoo; remove it")
     if "_target_" in options:
-        from hydra.errors import InstantiationException
-        from hydra.utils import instantiate
-
-        try:
-            obj = instantiate(options, **{k: v for k, v in fixed.items() if k in options_of(_locate(options["_target_"]))})
-        except InstantiationException as e:
-            raise ConfigError(f"{group}.{key}: cannot build {options['_target_']}: {str(e).splitlines()[-1]}") from None
+        obj = _instantiate(group, key, options, fixed)
     else:
         if key not in registry:
-            known = ", ".join(sorted(registry))
-            raise ConfigError(f"unknown {group} entry {key!r}; known: {known} (or {group}.{key}._target_=your.Class)")
+            raise ConfigError(f"unknown {registry.kind} {key!r}; known: {', '.join(registry.list())} "
+                              f"(or _target_: for your own class, {group}.{key}._target_=pkg.module.Class)")
         builder = registry.get(key).obj
         known = options_of(builder, fixed)
         unknown = sorted(set(options) - set(known))
-        if unknown:
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
             raise ConfigError(f"unknown option {group}.{key}.{unknown[0]}; known: {', '.join(known) or '(none)'}")
         try:
             obj = builder(**options, **fixed)
-        except (TypeError, ValueError) as e:
-            if isinstance(e, ConfigError):
-                raise
+        except TypeError as e:
             raise ConfigError(f"{group}.{key}: {e}") from None
     if not isinstance(obj, base):
-        raise ConfigError(f"{group}.{key} built a {type(obj).__name__}, not a {base.__name__} subclass")
+        raise ConfigError(f"{group}.{key}: {options.get('_target_', key)} made a {type(obj).__name__}, "
+                          f"not a {base.__module__.rsplit('.', 1)[0] if base.__module__.endswith('.base') else base.__module__}"
+                          f".{base.__name__} subclass")
     return obj
 
 
-def _locate(target: str) -> Any:
-    from hydra.utils import get_class
+def _instantiate(group: str, key: str, options: dict[str, Any], fixed: Mapping[str, Any]) -> Any:
+    """A user's class: ``options`` with a ``_target_``, called with the other options (and those of
+    ``fixed`` its signature takes)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
 
     try:
-        return get_class(target)
-    except Exception as e:  # noqa: BLE001 - Hydra raises ImportError or ValueError variants
-        raise ConfigError(f"cannot import {target!r}: {str(e).splitlines()[0]}") from None
+        target = get_class(options["_target_"])
+        extra = {k: v for k, v in fixed.items() if k in options_of(target)}
+        return instantiate(options, **extra)
+    except (InstantiationException, ImportError, ValueError) as e:
+        cause = e.__cause__
+        if isinstance(e, InstantiationException) and cause is not None and not isinstance(cause, (ImportError, AttributeError, TypeError)):
+            raise  # a bug inside the user's class keeps its traceback
+        raise ConfigError(f"{group}.{key}: {' '.join(str(e).split())}") from None
 
 
 def build_all(registry: Registry[T], group: str, cfg: Mapping[str, Any] | None, base: type,
