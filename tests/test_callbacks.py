@@ -64,11 +64,11 @@ def test_learning_rate_of_every_group_logged_once_per_step(tmp_path: Path) -> No
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     lr_rows = [r for r in rows if r.get("lr")]
     assert [int(r["step"]) for r in lr_rows] == [1, 5, 10, 15, 20]  # every 5 steps, the first step, the epoch end: once each
-    groups = sorted({k for k in rows[0] if k == "lr" or k.startswith("lr/")})
+    groups = sorted({k for k in rows[0] if k == "lr" or k.startswith(("lr/", "lr_"))})
     values = sorted({round(float(lr_rows[0][k]), 12) for k in groups}, reverse=True)
     lr = 0.005  # adam's default
     assert values[0] == lr and values[1] == pytest.approx(0.1 * lr) and values[2] == pytest.approx(0.05 * lr)
-    assert len(groups) >= 4 and "lr/pg1" in groups
+    assert len(groups) >= 4 and "lr_pg1" in groups
 
 
 class Recorder(Callback):
@@ -255,3 +255,22 @@ def test_progress_is_quiet_off_rank_zero() -> None:
         dist = DistEnv(rank=1, local_rank=1, world_size=2)
 
     assert Progress("lines")._active(FakeTrainer()) == "none"  # type: ignore[arg-type]
+
+
+def test_every_logger_gets_config_hyperparameters_and_tags(tmp_path: Path) -> None:
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(make_cfg(tmp_path, *QUICK, "logger=[tensorboard,csv,mlflow]", "tags=[digits,smoke]", "optimizer.lr=0.003"))
+    assert result["tags"] == ["digits", "smoke"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["tags"] == ["digits", "smoke"]
+    hparams = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+    assert hparams["tags"] == ["digits", "smoke"] and hparams["params"]["optimizer.lr"] == 0.003
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    client = MlflowClient((tmp_path / "mlruns").resolve().as_uri())
+    run = client.search_runs([client.get_experiment_by_name("zoo").experiment_id])[0]
+    assert run.data.params["optimizer.lr"] == "0.003" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [20, 40]

@@ -239,7 +239,7 @@ class Trainer:
         row = {"epoch": epoch, **{f"train/{k}": v for k, v in train_metrics.items()},
                **{f"val/{k}": v for k, v in val_metrics.items()}, "time/epoch_s": epoch_time}
         self.logger.log_scalars({**{k: v for k, v in row.items() if k != "epoch"}, "epoch": float(epoch)}, s.global_step)
-        row.update({k: v for k, v in learning_rates(s.optimizers).items() if "/pg" not in k})
+        row.update({k: v for k, v in learning_rates(s.optimizers).items() if "_pg" not in k})
         s.epoch_done, s.metrics = True, row
         self.call("on_train_epoch_end", task, row)
         return row

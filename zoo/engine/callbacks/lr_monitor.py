@@ -14,12 +14,13 @@ if TYPE_CHECKING:
 
 def learning_rates(optimizers: dict[str, Any]) -> dict[str, float]:
     """``lr`` (one optimizer) or ``lr/<optimizer>`` for each optimizer's first parameter group, and
-    ``<that>/pg<i>`` for its other groups (e.g. the no-weight-decay group, per-stage transfer rates)."""
+    ``<that>_pg<i>`` for its other groups (e.g. the no-weight-decay group, per-stage transfer rates); not
+    ``lr/pg1``: a name may not be a folder of another in MLflow's file store."""
     rates = {}
     for name, opt in optimizers.items():
         base = "lr" if len(optimizers) == 1 else f"lr/{name}"
         for i, group in enumerate(opt.param_groups):
-            rates[base if i == 0 else f"{base}/pg{i}"] = float(group["lr"])
+            rates[base if i == 0 else f"{base}_pg{i}"] = float(group["lr"])
     return rates
 
 
