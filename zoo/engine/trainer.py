@@ -28,7 +28,7 @@ from zoo.engine.checkpoint import restore_training, training_checkpoint
 from zoo.engine.loggers import LoggerCollection
 from zoo.engine.optim import Schedule, build_optimizer
 from zoo.engine.state import TrainerConfig, TrainState, limit_batches
-from zoo.engine.utils import autocast_dtype, resolve_device, resolve_precision
+from zoo.engine.utils import autocast_dtype, resolve_device, resolve_precision, to_device
 from zoo.errors import ConfigError, TrainingInterrupted
 from zoo.tasks.base import Task
 
@@ -94,6 +94,7 @@ class Trainer:
         self._train_loader: Any = None
         self._resume_partial: dict[str, Any] | None = None  # the mid-epoch position a resumed checkpoint recorded
         self._owned: dict[str, list[nn.Parameter]] = {}  # each optimizer's parameters
+        self._hooks: dict[str, list[Any]] = {}
 
     @property
     def global_step(self) -> int:
@@ -105,26 +106,18 @@ class Trainer:
         return next((c.best_model_path for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
 
     def call(self, hook: str, task: Task, *args: Any) -> None:
-        """Call ``hook`` of every callback, in order."""
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, task, *args)
+        """Call ``hook`` of every callback that implements it, in order."""
+        if hook not in self._hooks:  # bound once; the base class's no-ops are left out
+            base = getattr(Callback, hook)
+            self._hooks[hook] = [f for f in (getattr(c, hook) for c in self.callbacks) if getattr(f, "__func__", None) is not base]
+        for fn in self._hooks[hook]:
+            fn(self, task, *args)
 
     def autocast(self) -> ContextManager[Any]:
         return nullcontext() if self._amp_dtype is None else torch.autocast(self.device.type, dtype=self._amp_dtype)
 
     def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            if batch.device == self.device:
-                return batch
-            batch = batch.to(self.device, non_blocking=True)
-            if self.cfg.channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            return batch
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
+        return to_device(batch, self.device, self.cfg.channels_last)
 
     def setup(self, task: Task) -> Task:
         task.to(self.device)
@@ -186,7 +179,7 @@ class Trainer:
                        for name, opt in s.optimizers.items()}
         step_fn = torch.compile(task.training_step) if cfg.compile else task.training_step
         if ckpt_path:
-            self._resume(ckpt_path, task)
+            self._resume_partial, self.resumed_from = restore_training(self, ckpt_path), Path(ckpt_path)
         if self.dist.enabled:
             if not hasattr(train, "shard"):
                 raise ConfigError(f"the training loader ({type(train).__name__}) cannot be sharded across processes")
@@ -357,7 +350,3 @@ class Trainer:
         s.sums = {k: torch.tensor(v, device=self.device) for k, v in partial["sums"].items()}
         s.n = int(partial["n"])
         return int(partial["batches"])
-
-    def _resume(self, path: str | Path, task: Task) -> None:
-        self._resume_partial = restore_training(self, path)
-        self.resumed_from = Path(path)

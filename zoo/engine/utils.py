@@ -58,6 +58,20 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision)
 
 
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """``batch`` (tensors in nested lists, tuples and dicts) on ``device``; 4-d tensors channels-last if asked."""
+    if isinstance(batch, torch.Tensor):
+        if batch.device == device:
+            return batch
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.dim() == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; with ``deterministic`` also force deterministic kernels."""
     random.seed(seed)
