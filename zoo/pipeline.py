@@ -212,8 +212,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             task.final_evaluation = True
             test = trainer.test(task, data.test)
             result["test"] = test
-            logger.log_scalars({f"test/{k}": v for k, v in test.items()}, trainer.global_step)
-            _log_confusion(logger, task, data.class_names, "test/confusion_matrix", trainer.global_step)
+            logger.log_scalars({f"test/{k}": v for k, v in test.items()}, trainer.state.global_step)
+            _log_confusion(logger, task, data.class_names, "test/confusion_matrix", trainer.state.global_step)
             log.info("test (%s weights): %s", "best" if best is not None else "final", _fmt(test))
         result["wall_time_s"] = time.perf_counter() - start
         result["history"] = fit["history"]

@@ -97,10 +97,6 @@ class Trainer:
         self._hooks: dict[str, list[Any]] = {}
 
     @property
-    def global_step(self) -> int:
-        return self.state.global_step
-
-    @property
     def best_checkpoint(self) -> Path | None:
         """``best.pt`` of the checkpoint callback, if it kept one."""
         return next((c.best_model_path for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
