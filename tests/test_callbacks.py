@@ -274,3 +274,17 @@ def test_every_logger_gets_config_hyperparameters_and_tags(tmp_path: Path) -> No
     run = client.search_runs([client.get_experiment_by_name("zoo").experiment_id])[0]
     assert run.data.params["optimizer.lr"] == "0.003" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [20, 40]
+
+
+def test_resume_into_a_new_directory_carries_the_kept_checkpoints(tmp_path: Path) -> None:
+    common = [*QUICK, "scheduler=none", "callbacks.checkpoint.save_top_k=2"]
+    train(make_cfg(tmp_path / "a", *common, "trainer.max_epochs=2"))
+    kept_a = {p.name for p in _named(tmp_path / "a")}
+    assert len(kept_a) == 2
+    train(make_cfg(tmp_path / "b", *common, "trainer.max_epochs=3", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"))
+    top = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["callbacks"]["checkpoint"]["top"]
+    kept_b = {p.name for p in _named(tmp_path / "b")}
+    assert kept_b == {t[2] for t in top} and len(kept_b) == 2  # the best two of epochs 1-3, wherever they were written
+    assert kept_b - kept_a <= {n for n in kept_b if n.startswith("epoch=3-")}
+    best = load_checkpoint(tmp_path / "b" / "checkpoints" / "best.pt")
+    assert best["epoch"] + 1 == top[0][1]
