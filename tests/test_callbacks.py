@@ -233,6 +233,12 @@ def test_unknown_settings_are_one_line_errors(tmp_path: Path, override: str, mes
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("key", ["checkpoint", "early_stopping"])
+def test_unknown_monitor_of_any_callback_is_a_config_error(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"callbacks.{key}.monitor=val/acc6 is not a logged metric; logged: .*val/acc5"):
+        train(make_cfg(tmp_path, *QUICK, "trainer.max_epochs=1", f"callbacks.{key}.monitor=val/acc6"))
+
+
 def test_unknown_monitor_stops_at_the_first_validation(tmp_path: Path) -> None:
     proc = run_cli("train.py", f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_epochs=3", "logger=none",
                    "callbacks.checkpoint.monitor=val/does_not_exist")

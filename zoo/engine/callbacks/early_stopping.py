@@ -31,9 +31,12 @@ class EarlyStopping(Monitored):
         self._restored: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: Trainer, task: Task) -> None:
-        if self.patience is None:
-            return
+        explicit = self.monitor is not None
         self.resolve_monitor(trainer, task)
+        if self.patience is None:
+            if explicit:
+                log.warning("callbacks.early_stopping.monitor=%s is set but patience is null: early stopping is off", self.monitor)
+            return
         assert self.mode is not None
         self.tracker = MetricTracker(self.mode, self.min_delta)
         if self._restored:
@@ -41,10 +44,8 @@ class EarlyStopping(Monitored):
             self.bad_epochs = int(self._restored["bad_epochs"])
 
     def on_train_epoch_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None:
-        if self.tracker is None:
-            return
-        value = self.monitored(trainer, metrics)
-        if value is None:
+        value = self.monitored(trainer, metrics)  # an unknown monitor is an error even while stopping is off
+        if value is None or self.tracker is None:
             return
         self.bad_epochs = 0 if self.tracker.update(value, trainer.state.epoch) else self.bad_epochs + 1
         if self.bad_epochs >= self.patience:  # type: ignore[operator]
