@@ -73,7 +73,12 @@ def check_overrides(args: Sequence[str], config_dir: Path) -> str | None:
 
 
 def preflight(config_dir: Path, argv: Sequence[str] | None = None) -> None:
-    message = check_overrides(sys.argv[1:] if argv is None else argv, config_dir)
+    """Checks that need no config, before Hydra starts (and writes anything): group choices, and
+    where the run would be written."""
+    from zoo.rundir import check_output_location
+
+    args = sys.argv[1:] if argv is None else argv
+    message = check_overrides(args, config_dir) or check_output_location(args)
     if message:
         fail(message)
 

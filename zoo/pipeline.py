@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,8 @@ from zoo.engine.loggers import LoggerCollection, build_loggers, flatten_config
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, seed_everything, write_json
-from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
@@ -33,52 +34,25 @@ from zoo.transfer import build_transfer
 
 log = logging.getLogger("zoo")
 
-#: empty marker file a run creates first in its directory (exclusive create = the directory is ours)
-RUN_CLAIM = ".zoo-run"
-
-
 def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
 
 
-def _holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` already holds a run's results (checkpoints or metrics)."""
-    ckpts = run_dir / "checkpoints"
-    return (ckpts.is_dir() and any(ckpts.iterdir())) or (run_dir / "metrics.json").exists()
-
-
-def prepare_run_dir(path: str | Path, claim: bool = True) -> Path:
-    """The run directory, refusing one that already holds another run's checkpoints or metrics.
-
-    ``claim=False`` (the non-zero ranks of a distributed job) uses the directory rank 0 claims."""
-    run_dir = Path(path)
-    refuse = f"run directory {run_dir} already holds a run; refusing to overwrite it (choose a new hydra.run.dir)"
-    if _holds_run(run_dir):
-        raise ConfigError(refuse)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not claim:
-        return run_dir
-    try:  # claimed atomically: of two processes given the same directory, exactly one proceeds
-        os.close(os.open(run_dir / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        raise ConfigError(refuse) from None
-    return run_dir
-
-
-def _release_on_error(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
-    """A run that fails on user input before writing any checkpoint or metrics gives its directory
-    back (drops the claim), so the same ``hydra.run.dir`` can be used once the input is fixed."""
+def _in_claimed_run(fn: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    """Run ``fn(cfg, run_dir)`` in the run directory this process claims (see :mod:`zoo.rundir`).
+    A run that fails before writing any checkpoint or metrics gives its directory back, so the same
+    ``hydra.run.dir`` can be used once the input is fixed."""
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> dict[str, Any]:
+        run_dir = prepare_run_dir(cfg.paths.output_dir, claim=distributed.env().is_main)
         try:
-            return fn(cfg)
-        except ZooError:
-            run_dir = Path(cfg.paths.output_dir)
-            if not _holds_run(run_dir):
-                (run_dir / RUN_CLAIM).unlink(missing_ok=True)
+            with record_hydra_run(run_dir, cfg) if distributed.env().is_main else nullcontext():
+                return fn(cfg, run_dir)
+        except BaseException:
+            release_run_dir(run_dir)
             raise
 
     return wrapper
@@ -135,12 +109,11 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
 
 
-@_release_on_error
-def train(cfg: DictConfig) -> dict[str, Any]:
+@_in_claimed_run
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; write ``metrics.json``."""
     start = time.perf_counter()
     main = distributed.env().is_main
-    run_dir = prepare_run_dir(cfg.paths.output_dir, claim=main)
     c = _container(cfg)
     trainer_cfg = TrainerConfig.from_dict(c["trainer"])
     seed_everything(int(c["seed"]), trainer_cfg.deterministic)
@@ -220,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if main and not dry:
             write_json(result, run_dir / "metrics.json")
         if dry:
-            (run_dir / RUN_CLAIM).unlink(missing_ok=True)  # a dry run leaves the directory free
+            release_run_dir(run_dir)  # a dry run leaves the directory free
             log.info("fast_dev_run: every stage ran one batch; nothing was written")
         else:
             log.info("run directory: %s", run_dir)
@@ -256,13 +229,12 @@ def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: 
         task.model = model
 
 
-@_release_on_error
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+@_in_claimed_run
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
     c = _container(cfg)
     if not c.get("ckpt_path"):
         raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
-    run_dir = prepare_run_dir(cfg.paths.output_dir)
     state = load_checkpoint(c["ckpt_path"])
     if state.get("format") != FORMAT or "config" not in state:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
