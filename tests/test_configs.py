@@ -11,9 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import CONFIG_DIR, FAST, REPO, make_cfg
-from zoo.engine.callbacks import build_callbacks
 from zoo.engine.loggers import build_loggers
-from zoo.engine.state import TrainerConfig
 
 CHOICES = [(group, p.stem) for group in ("experiment", "debug", "callbacks", "logger", "trainer")
            for p in sorted((CONFIG_DIR / group).glob("*.yaml"))]
@@ -21,10 +19,11 @@ CHOICES = [(group, p.stem) for group in ("experiment", "debug", "callbacks", "lo
 
 @pytest.mark.parametrize(("group", "choice"), CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
 def test_every_config_builds_its_engine_settings(tmp_path: Path, group: str, choice: str) -> None:
-    cfg = OmegaConf.to_container(make_cfg(tmp_path, f"{group}={choice}"), resolve=False)
+    from zoo.pipeline import _check_train
+
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, f"{group}={choice}"), resolve=True)
     assert isinstance(cfg, dict)
-    TrainerConfig.from_dict(cfg["trainer"])
-    build_callbacks(cfg.get("callbacks"))
+    _check_train(cfg)  # value types against the yaml files, the engine's settings
     build_loggers(cfg.get("logger"), tmp_path).close()
 
 

@@ -15,47 +15,79 @@ from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.data import DataModule, build_datamodule
 from zoo.data.tta import TTAModel, build_tta, center_views
 from zoo.engine import distributed
 from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
-from zoo.engine.loggers import LoggerCollection, build_loggers, flatten_config
+from zoo.engine.loggers import LoggerCollection, build_loggers, check_loggers, flatten_config
+from zoo.engine.optim import check_warmup
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, seed_everything, write_json
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
-from zoo.models import create_model, model_info
+from zoo.schema import check_config, check_options
+from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
 from zoo.transfer import build_transfer
 
 log = logging.getLogger("zoo")
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
 def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
+    if not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot resolve the config: {' '.join(str(e).split())}") from None
 
 
-def _in_claimed_run(fn: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
-    """Run ``fn(cfg, run_dir)`` in the run directory this process claims (see :mod:`zoo.rundir`).
+def _check_train(c: dict[str, Any]) -> None:
+    """Every value of a training config that can be checked without data: types against the yaml
+    files and the engine's annotations, names and ranges of the trainer, callbacks and loggers."""
+    check_config(c, CONFIG_DIR, "train")
+    model = {k: v for k, v in c["model"].items() if k not in ("name", "input_size") and v is not None}  # null: filled from the data
+    model_info(c["model"]["name"])  # an unknown name, with close matches; imports the families
+    check_options("model", model, MODELS.get(c["model"]["name"]).obj)
+    trainer = TrainerConfig.from_dict(c["trainer"])
+    check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
+    build_callbacks(c.get("callbacks"))
+    check_loggers(c.get("logger"))
+
+
+def _check_evaluate(c: dict[str, Any]) -> None:
+    check_config(c, CONFIG_DIR, "evaluate")
+    check_loggers(c.get("logger"))
+
+
+def _in_claimed_run(check: Callable[[dict[str, Any]], None]) -> Callable[[Callable[..., dict[str, Any]]], Callable[[DictConfig], dict[str, Any]]]:
+    """Run ``fn(cfg, run_dir)`` in the run directory this process claims (see :mod:`zoo.rundir`),
+    once ``check`` has found every value of the config valid: bad input never claims a directory.
     A run that fails before writing any checkpoint or metrics gives its directory back, so the same
     ``hydra.run.dir`` can be used once the input is fixed."""
+    def decorate(fn: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+        @functools.wraps(fn)
+        def wrapper(cfg: DictConfig) -> dict[str, Any]:
+            check(_container(cfg))
+            return _run_claimed(fn, cfg)
+        return wrapper
+    return decorate
 
-    @functools.wraps(fn)
-    def wrapper(cfg: DictConfig) -> dict[str, Any]:
-        run_dir = prepare_run_dir(cfg.paths.output_dir, claim=distributed.env().is_main)
-        try:
-            with record_hydra_run(run_dir, cfg) if distributed.env().is_main else nullcontext():
-                return fn(cfg, run_dir)
-        except BaseException:
-            release_run_dir(run_dir)
-            raise
 
-    return wrapper
+def _run_claimed(fn: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
+    run_dir = prepare_run_dir(cfg.paths.output_dir, claim=distributed.env().is_main)
+    try:
+        with record_hydra_run(run_dir, cfg) if distributed.env().is_main else nullcontext():
+            return fn(cfg, run_dir)
+    except BaseException:
+        release_run_dir(run_dir)
+        raise
 
 
 def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -109,7 +141,7 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
 
 
-@_in_claimed_run
+@_in_claimed_run(_check_train)
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; write ``metrics.json``."""
     start = time.perf_counter()
@@ -229,7 +261,7 @@ def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: 
         task.model = model
 
 
-@_in_claimed_run
+@_in_claimed_run(_check_evaluate)
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
     c = _container(cfg)

@@ -167,6 +167,15 @@ def _plateau(total_epochs: float, **_: Any) -> None:
     return None
 
 
+def check_warmup(warmup_epochs: Any, max_epochs: int) -> None:
+    """A warm-up must end inside the run: one as long as the run trains at the warm-up's low rates throughout."""
+    if float(warmup_epochs) < 0:
+        raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
+    if float(warmup_epochs) > 0 and float(warmup_epochs) >= max_epochs:
+        raise ConfigError(f"scheduler.warmup_epochs={warmup_epochs} must be less than trainer.max_epochs={max_epochs} "
+                          "(the whole run would warm up); shorten it or train longer")
+
+
 class Schedule:
     """Per-step learning-rate schedule with optional linear warmup.
 
@@ -187,8 +196,7 @@ class Schedule:
         warmup_epochs = float(cfg.pop("warmup_epochs", 0.0))
         warmup_start = float(cfg.pop("warmup_start_factor", 0.1))
         plateau_kw = {k: cfg.pop(k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr") if k in cfg}
-        if warmup_epochs < 0:
-            raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
+        check_warmup(warmup_epochs, max_epochs)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
         try:

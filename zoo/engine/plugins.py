@@ -16,6 +16,7 @@ from typing import Any, Mapping, TypeVar
 
 from zoo.errors import ConfigError
 from zoo.registry import Registry
+from zoo.schema import check_options
 
 T = TypeVar("T")
 
@@ -37,14 +38,7 @@ def build_one(registry: Registry[T], group: str, key: str, options: Mapping[str,
     if "_target_" in options:
         obj = _instantiate(group, key, options, fixed)
     else:
-        if key not in registry:
-            raise ConfigError(f"unknown {registry.kind} {key!r}; known: {', '.join(registry.list())} "
-                              f"(or _target_: for your own class, {group}.{key}._target_=pkg.module.Class)")
-        builder = registry.get(key).obj
-        known = options_of(builder, fixed)
-        unknown = sorted(set(options) - set(known))
-        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
-            raise ConfigError(f"unknown option {group}.{key}.{unknown[0]}; known: {', '.join(known) or '(none)'}")
+        builder = check_entry(registry, group, key, options, fixed)
         try:
             obj = builder(**options, **fixed)
         except TypeError as e:
@@ -56,6 +50,20 @@ def build_one(registry: Registry[T], group: str, key: str, options: Mapping[str,
     return obj
 
 
+def check_entry(registry: Registry[T], group: str, key: str, options: Mapping[str, Any], fixed: Mapping[str, Any] = {}) -> Any:
+    """The builder of registered entry ``key``, once its options are known parameters of the right types."""
+    if key not in registry:
+        raise ConfigError(f"unknown {registry.kind} {key!r}; known: {', '.join(registry.list())} "
+                          f"(or _target_: for your own class, {group}.{key}._target_=pkg.module.Class)")
+    builder = registry.get(key).obj
+    known = options_of(builder, fixed)
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        raise ConfigError(f"unknown option {group}.{key}.{unknown[0]}; known: {', '.join(known) or '(none)'}")
+    check_options(f"{group}.{key}", options, builder)
+    return builder
+
+
 def _instantiate(group: str, key: str, options: dict[str, Any], fixed: Mapping[str, Any]) -> Any:
     """A user's class: ``options`` with a ``_target_``, called with the other options (and those of
     ``fixed`` its signature takes)."""
@@ -64,6 +72,7 @@ def _instantiate(group: str, key: str, options: dict[str, Any], fixed: Mapping[s
 
     try:
         target = get_class(options["_target_"])
+        check_options(f"{group}.{key}", {k: v for k, v in options.items() if k != "_target_"}, target)
         extra = {k: v for k, v in fixed.items() if k in options_of(target)}
         return instantiate(options, **extra)
     except (InstantiationException, ImportError, ValueError) as e:

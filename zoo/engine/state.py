@@ -16,6 +16,7 @@ import torch
 
 from zoo.engine.optim import Schedule
 from zoo.errors import ConfigError
+from zoo.schema import check_options
 
 #: settings that moved out of ``trainer`` into a callback, and where they live now
 MOVED = {
@@ -78,6 +79,7 @@ class TrainerConfig:
             if key in MOVED:
                 raise ConfigError(f"trainer.{key} moved to {MOVED[key]}")
             raise ConfigError(f"unknown trainer option {key!r}; known: {', '.join(sorted(known))}")
+        check_options("trainer", cfg, cls)
         return cls(**cfg)
 
 

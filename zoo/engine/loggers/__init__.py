@@ -19,10 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.engine.loggers import csv, mlflow, tensorboard  # noqa: F401 - register the backends
 from zoo.engine.loggers.base import LOGGERS, STATUSES, Logger, LoggerCollection, flatten_config, image_grid
-from zoo.engine.plugins import build_one
+from zoo.engine.plugins import build_one, check_entry
 from zoo.errors import ConfigError
 
-__all__ = ["LOGGERS", "STATUSES", "Logger", "LoggerCollection", "build_loggers", "flatten_config", "image_grid"]
+__all__ = ["LOGGERS", "STATUSES", "Logger", "LoggerCollection", "build_loggers", "check_loggers", "flatten_config", "image_grid"]
+
+
+def check_loggers(cfg: Mapping[str, Any] | None) -> None:
+    """The names, options and option types of a ``logger`` config, without building anything."""
+    for name, options in (cfg or {}).items():
+        if isinstance(options, Mapping) and "_target_" not in options:
+            check_entry(LOGGERS, "logger", str(name), options, {"run_dir": None})
 
 
 def build_loggers(cfg: Mapping[str, Any] | None, run_dir: Path) -> LoggerCollection:
