@@ -11,7 +11,7 @@ import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +28,7 @@ from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, seed_everything, write_json
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options
 from zoo.models import MODELS, create_model, model_info
@@ -66,28 +67,35 @@ def _check_evaluate(c: dict[str, Any]) -> None:
     check_loggers(c.get("logger"))
 
 
-def _in_claimed_run(check: Callable[[dict[str, Any]], None]) -> Callable[[Callable[..., dict[str, Any]]], Callable[[DictConfig], dict[str, Any]]]:
-    """Run ``fn(cfg, run_dir)`` in the run directory this process claims (see :mod:`zoo.rundir`),
-    once ``check`` has found every value of the config valid: bad input never claims a directory.
-    A run that fails before writing any checkpoint or metrics gives its directory back, so the same
+def _hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _in_claimed_run(check: Callable[[dict[str, Any]], None], resumes: bool = False) -> Callable[..., Any]:
+    """Run ``fn(c, run_dir)`` (``c`` the resolved config) in the run directory this process claims
+    (see :mod:`zoo.rundir`), once ``check`` has found every value valid: bad input never claims a
+    directory. With ``resumes``, a ``ckpt_path`` run takes the config stored in the checkpoint
+    (:mod:`zoo.resume`; ``overrides``: the command line's, by default Hydra's). A run that fails
+    before writing any checkpoint or metrics gives its directory back, so the same
     ``hydra.run.dir`` can be used once the input is fixed."""
-    def decorate(fn: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    def decorate(fn: Callable[[dict[str, Any], Path], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         @functools.wraps(fn)
-        def wrapper(cfg: DictConfig) -> dict[str, Any]:
-            check(_container(cfg))
-            return _run_claimed(fn, cfg)
+        def wrapper(cfg: DictConfig | dict[str, Any], overrides: Sequence[str] | None = None) -> dict[str, Any]:
+            c = _container(cfg)
+            if resumes and c.get("ckpt_path"):
+                c = resume_config(c, _hydra_overrides() if overrides is None else overrides)
+            check(c)
+            run_dir = prepare_run_dir(c["paths"]["output_dir"], claim=distributed.env().is_main)
+            try:
+                with record_hydra_run(run_dir, c) if distributed.env().is_main else nullcontext():
+                    return fn(c, run_dir)
+            except BaseException:
+                release_run_dir(run_dir)
+                raise
         return wrapper
     return decorate
-
-
-def _run_claimed(fn: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
-    run_dir = prepare_run_dir(cfg.paths.output_dir, claim=distributed.env().is_main)
-    try:
-        with record_hydra_run(run_dir, cfg) if distributed.env().is_main else nullcontext():
-            return fn(cfg, run_dir)
-    except BaseException:
-        release_run_dir(run_dir)
-        raise
 
 
 def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -141,12 +149,11 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
 
 
-@_in_claimed_run(_check_train)
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; write ``metrics.json``."""
+@_in_claimed_run(_check_train, resumes=True)
+def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Train ``c["model"]`` on ``c["data"]``; test the best checkpoint; write ``metrics.json``."""
     start = time.perf_counter()
     main = distributed.env().is_main
-    c = _container(cfg)
     trainer_cfg = TrainerConfig.from_dict(c["trainer"])
     seed_everything(int(c["seed"]), trainer_cfg.deterministic)
     trainer_device = distributed.local_device(resolve_device(trainer_cfg.device))  # fail fast on a bad device
@@ -262,9 +269,8 @@ def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: 
 
 
 @_in_claimed_run(_check_evaluate)
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
-    c = _container(cfg)
     if not c.get("ckpt_path"):
         raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
     state = load_checkpoint(c["ckpt_path"])

@@ -69,7 +69,8 @@ def release_run_dir(run_dir: Path) -> None:
 
 @contextmanager
 def record_hydra_run(run_dir: Path, task_cfg: Any) -> Iterator[None]:
-    """Inside a ``@hydra.main`` job: write ``.hydra/{config,hydra,overrides}.yaml`` and log to
+    """Inside a ``@hydra.main`` job: write ``.hydra/{config,hydra,overrides}.yaml`` (``config.yaml``:
+    the config the run uses, a resumed run's restored one included) and log to
     ``<run_dir>/<job name>.log`` (what Hydra would write itself, but only once the directory is
     ours); nothing outside Hydra (tests, the Python API)."""
     from hydra.core.hydra_config import HydraConfig

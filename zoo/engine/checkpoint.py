@@ -148,6 +148,11 @@ def training_checkpoint(trainer: Trainer) -> dict[str, Any]:
     return state
 
 
+def _kind(info: dict[str, Any], group: str) -> str | None:
+    """The ``name`` of config group ``group`` in a checkpoint's (or a run's) stored config."""
+    return ((info.get("config") or {}).get(group) or {}).get("name")
+
+
 def restore_training(trainer: Trainer, path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Load ``path`` into ``trainer`` (model, optimizers, schedules, scaler, callbacks, position, RNG);
     returns the mid-epoch position it was saved at, if any."""
@@ -166,9 +171,19 @@ def restore_training(trainer: Trainer, path: str | os.PathLike[str]) -> dict[str
                               "against the checkpoint's config") from None
     if set(state.get("optimizers", {})) != set(s.optimizers):
         raise CheckpointError(f"{path} holds optimizers {sorted(state.get('optimizers', {}))}, this run has {sorted(s.optimizers)}")
-    for name, opt in s.optimizers.items():
-        opt.load_state_dict(state["optimizers"][name])
-        s.schedules[name].load_state_dict(state["schedulers"][name])
+    fresh = [g for g in ("optimizer", "scheduler") if _kind(state, g) != _kind(trainer.run_info, g) and _kind(state, g)]
+    for group in fresh:
+        log.warning("resume: %s changed from %s to %s; it starts with a fresh state", group, _kind(state, group),
+                    _kind(trainer.run_info, group))
+    try:
+        for name, opt in s.optimizers.items():
+            if "optimizer" not in fresh:
+                opt.load_state_dict(state["optimizers"][name])
+            if "scheduler" not in fresh:
+                s.schedules[name].load_state_dict(state["schedulers"][name])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: its optimizer/schedule state does not fit this run ({type(e).__name__}: {e}); "
+                              "resume with the run's own config (drop the optimizer/scheduler overrides)") from None
     s.scaler.load_state_dict(state["scaler"])
     stored = state.get("callbacks", {})
     for callback in trainer.callbacks:
