@@ -4,12 +4,14 @@ Model and data settings come from the config stored in the checkpoint. Thin Hydr
 work happens in :func:`zoo.pipeline.evaluate`.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from zoo.cli import guarded, preflight
+from zoo.sweep import exit_status
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -25,3 +27,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     preflight(CONFIG_DIR)
     main()
+    sys.exit(exit_status())  # a multirun whose jobs failed: non-zero

@@ -3,12 +3,14 @@
 Thin Hydra entry point; the work happens in :func:`zoo.pipeline.train`.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from zoo.cli import guarded, preflight
+from zoo.sweep import exit_status
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -26,3 +28,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     preflight(CONFIG_DIR)
     main()
+    sys.exit(exit_status())  # a multirun whose jobs failed: non-zero

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from zoo.engine.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -36,6 +40,25 @@ def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: int = 300
     )
 
 
+def sigterm_once_written(script: str, path: Path, *args: str) -> tuple[int, str]:
+    """Start ``python <script> args``, send SIGTERM once ``path`` exists; its exit status and stderr."""
+    proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 def tree_snapshot(root: Path) -> dict[str, Any]:
     """Path -> (size, mtime_ns) of every file under ``root``: compare before/after to prove nothing changed."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class BuggyCallback(Callback):
+    """``+callbacks.bug._target_=tests.helpers.BuggyCallback``: a run that hits a bug, not a user error."""
+
+    def on_fit_start(self, trainer: Any, task: Any) -> None:
+        raise RuntimeError("a bug in a callback")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -127,8 +128,14 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
     assert jobs == ["0", "1"]
-    optimizers = {json.loads((tmp_path / "sweep" / j / "metrics.json").read_text())["optimizer"] for j in jobs}
-    assert optimizers == {"sgd", "adam"}
+    metrics = [json.loads((tmp_path / "sweep" / j / "metrics.json").read_text()) for j in jobs]
+    assert {m["optimizer"] for m in metrics} == {"sgd", "adam"}
+    with open(tmp_path / "sweep" / "summary.csv", newline="") as f:  # every sweep ends with a summary
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["overrides"], r["status"]) for r in rows] == [("0", "optimizer=sgd", "ok"),
+                                                                         ("1", "optimizer=adam", "ok")]
+    assert [float(r["best"]) for r in rows] == pytest.approx([m["best/val/acc"] for m in metrics], rel=1e-5)
+    assert proc.stderr.strip().splitlines()[-1] == f"sweep: 2 of 2 jobs ok; summary in {tmp_path}/sweep/summary.md"
 
 
 def test_zoo_list() -> None:

@@ -155,22 +155,13 @@ def test_failed_run_gives_its_directory_back(tmp_path: Path) -> None:
 
 
 def test_sigterm_from_the_command_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import time
-
-    from tests.helpers import REPO
+    from tests.helpers import sigterm_once_written
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={run}", "trainer.max_epochs=200",
-                             "logger=none"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     last = run / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    returncode, err = sigterm_once_written("train.py", last, f"hydra.run.dir={run}", "trainer.max_epochs=200",
+                                           "logger=none")
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and f"ckpt_path={last}" in lines[0]
     state = load_checkpoint(last)

@@ -3,7 +3,8 @@
 * :func:`preflight` checks config-group choices on the command line (``model=lenet``) before Hydra
   runs, so a typo gives one line naming the close matches instead of Hydra's multi-line report.
 * :func:`guarded` turns a :class:`~zoo.errors.ZooError` raised by a run into ``error: <message>`` on
-  stderr and exit status 2. Other exceptions are bugs and keep their traceback.
+  stderr and exit status 2. Other exceptions are bugs and keep their traceback. In a multirun a
+  failing job is recorded instead and the sweep goes on (:mod:`zoo.sweep`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from zoo import sweep
 from zoo.errors import ZooError
 from zoo.registry import close_names
 
@@ -85,10 +87,13 @@ def preflight(config_dir: Path, argv: Sequence[str] | None = None) -> None:
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn``; a :class:`ZooError` becomes a one-line ``error:`` and its exit status (2, or 128+N
-    for a training run stopped by signal N after saving ``last.pt``)."""
+    for a training run stopped by signal N after saving ``last.pt``). In a multirun (``-m``) see
+    :func:`zoo.sweep.run_job`."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if sweep.in_sweep():
+            return sweep.run_job(fn, *args, **kwargs)
         try:
             return fn(*args, **kwargs)
         except ZooError as e:

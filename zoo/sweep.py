@@ -1,0 +1,218 @@
+"""Sweeps that survive failing jobs (``python train.py -m ...``).
+
+* :func:`run_job` runs one job of a multirun for :func:`zoo.cli.guarded`. A failing job is recorded
+  (``<job>/error.txt``, plus ``traceback.txt`` for a bug) and the sweep goes on with the next job.
+  After a job stopped by SIGINT/SIGTERM the remaining jobs are not run.
+* :class:`SweepSummary` is a Hydra callback (``configs/hydra/default.yaml``). At the end of a
+  multirun it writes ``summary.csv`` and ``summary.md`` into the sweep directory and prints a final
+  ``sweep:`` line.
+* :func:`exit_status` is the exit status once the sweep is over: 128+N after signal N, 1 if a job
+  hit a bug, 2 if jobs failed on user errors only, 0 otherwise (and outside a multirun).
+
+Jobs are followed in this process, as Hydra's default launcher runs them (one after the other); with
+another launcher a failing job stops the sweep as before.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from zoo.errors import TrainingInterrupted, ZooError
+
+OK, FAILED, INTERRUPTED, NOT_RUN = "ok", "failed", "interrupted", "not run"
+COLUMNS = ["job", "overrides", "status", "monitor", "best", "test", "wall_s", "error"]
+EXIT_BUG = 1
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+@dataclass
+class _Outcome:
+    status: str = OK
+    error: str = ""
+
+
+@dataclass
+class _Sweep:
+    """What this process's jobs have reported: the last job's outcome (taken by
+    :meth:`SweepSummary.on_job_end`) and the exit codes of the failed jobs."""
+
+    outcome: _Outcome | None = None
+    codes: list[int] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(code >= 128 for code in self.codes)
+
+
+_sweep = _Sweep()
+
+
+def in_sweep() -> bool:
+    """Whether this is a job of a multirun (``-m``) that Hydra's basic launcher runs in this process."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN and hydra.launcher.get("_target_") == BASIC_LAUNCHER
+
+
+def exit_status() -> int:
+    """The process's exit status after the jobs it ran (see the module docstring)."""
+    signals = [code for code in _sweep.codes if code >= 128]
+    if signals:
+        return signals[0]
+    return EXIT_BUG if EXIT_BUG in _sweep.codes else max(_sweep.codes, default=0)
+
+
+def _write(path: Path, text: str) -> None:
+    from zoo.engine.utils import write_atomic
+
+    write_atomic(path, lambda f: f.write(text))
+
+
+def _failed(job_dir: Path, status: str, message: str, code: int) -> None:
+    line = f"error: {message}"
+    if code != EXIT_BUG:  # a bug's traceback is already on stderr
+        print(line, file=sys.stderr, flush=True)
+    _write(job_dir / "error.txt", line + "\n")
+    _sweep.outcome = _Outcome(status, message)
+    _sweep.codes.append(code)
+
+
+def run_job(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one multirun job: its return value, or ``None`` after recording why it failed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    if _sweep.interrupted:
+        _sweep.outcome = _Outcome(NOT_RUN)
+        return None
+    try:
+        value = fn(*args, **kwargs)
+    except TrainingInterrupted as e:
+        _failed(job_dir, INTERRUPTED, str(e), e.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        _failed(job_dir, INTERRUPTED, "interrupted by SIGINT", 128 + signal.SIGINT)
+    except ZooError as e:
+        _failed(job_dir, FAILED, str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001 - a bug: keep its traceback, go on with the next job
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)
+        _write(job_dir / "traceback.txt", trace)
+        _failed(job_dir, FAILED, f"{type(e).__name__}: {e}", EXIT_BUG)
+    else:
+        _sweep.outcome = _Outcome(OK)
+        return value
+    return None
+
+
+def _metrics(path: Path) -> dict[str, Any]:
+    """The monitored metric, its best value and its test value from a job's ``metrics.json``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    monitor, best = next(((k[len("best/"):], v) for k, v in data.items() if k.startswith("best/")), (None, None))
+    if monitor is None:
+        return {}
+    test = (data.get("test") or {}).get(monitor.split("/", 1)[-1])
+    return {"monitor": monitor, "best": best, "test": test}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _common(overrides: list[list[str]]) -> list[str]:
+    """The overrides every job shares (none for a single job)."""
+    if len(overrides) < 2:
+        return []
+    return [o for o in overrides[0] if all(o in job for job in overrides[1:])]
+
+
+def _final_line(rows: list[dict[str, str]], summary: Path) -> str:
+    n = len(rows)
+    failed = [r for r in rows if r["status"] == FAILED]
+    parts = []
+    if failed:
+        listed = "; ".join(f"job {r['job']}: {r['overrides']}: {r['error']}" for r in failed[:3])
+        more = f"; {len(failed) - 3} more" if len(failed) > 3 else ""
+        parts.append(f"{len(failed)} of {n} jobs failed ({listed}{more})")
+    stopped = next((r for r in rows if r["status"] == INTERRUPTED), None)
+    if stopped:
+        not_run = sum(r["status"] == NOT_RUN for r in rows)
+        parts.append(f"interrupted in job {stopped['job']} ({stopped['overrides']}), {not_run} of {n} jobs not run")
+    if not parts:
+        parts.append(f"{n} of {n} jobs ok")
+    return f"sweep: {', '.join(parts)}; summary in {summary}"
+
+
+def _markdown(rows: list[dict[str, str]], common: list[str], sweep_dir: Path) -> str:
+    lines = [f"# sweep {sweep_dir}", ""]
+    if common:
+        lines += [f"every job: `{' '.join(common)}`", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|").replace("\n", " ") for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """Hydra callback: a row per multirun job; at the end ``summary.csv``, ``summary.md`` (job,
+    overrides, status, monitored metric, best and test value, wall time, error) and a final line."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] | None = None  # None: not in a multirun
+        self._started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.rows = []
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if self.rows is None:
+            return
+        outcome = _sweep.outcome or _Outcome(OK if job_return.status == JobStatus.COMPLETED else FAILED)
+        _sweep.outcome = None
+        row = {"job": config.hydra.job.num, "overrides": list(job_return.overrides or []), "status": outcome.status,
+               "wall_s": None if outcome.status == NOT_RUN else round(time.perf_counter() - self._started, 1),
+               "error": outcome.error}
+        self.rows.append({**row, **_metrics(Path(config.hydra.runtime.output_dir) / "metrics.json")})
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.rows:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        common = _common([r["overrides"] for r in self.rows])
+        rows = [{c: _cell(r.get(c)) for c in COLUMNS} for r in self.rows]
+        for row, job in zip(rows, self.rows):  # what sets each job apart
+            row["overrides"] = " ".join(o for o in job["overrides"] if o not in common)
+
+        def write_csv(f: Any) -> None:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        from zoo.engine.utils import write_atomic
+
+        write_atomic(sweep_dir / "summary.csv", write_csv)
+        _write(sweep_dir / "summary.md", _markdown(rows, common, sweep_dir))
+        print(_final_line(rows, sweep_dir / "summary.md"), file=sys.stderr, flush=True)
