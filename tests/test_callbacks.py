@@ -223,6 +223,7 @@ def test_progress_bar_totals_honour_the_batch_limit(tmp_path: Path, monkeypatch:
     ("+callbacks.checkpoint.save_top=3", "unknown option callbacks.checkpoint.save_top; known: monitor, mode, save_top_k"),
     ("+callbacks.chekpoint.monitor=val/loss", "unknown callback 'chekpoint'; known: checkpoint, "),
     ("+callbacks.mine._target_=tests.test_callbacks.NoSuchThing", "callbacks.mine"),
+    ("+callbacks.mine._target_=null", "callbacks.mine._target_ must name a class"),
     ("+callbacks.mine._target_=collections.OrderedDict", "made a OrderedDict, not a zoo.engine.callbacks.Callback subclass"),
     ("callbacks.checkpoint.mode=biggest", "mode must be min, max or null"),
 ])

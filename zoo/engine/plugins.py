@@ -70,6 +70,8 @@ def _instantiate(group: str, key: str, options: dict[str, Any], fixed: Mapping[s
     from hydra.errors import InstantiationException
     from hydra.utils import get_class, instantiate
 
+    if not isinstance(options["_target_"], str) or not options["_target_"]:
+        raise ConfigError(f"{group}.{key}._target_ must name a class (pkg.module.Class), got {options['_target_']!r}")
     try:
         target = get_class(options["_target_"])
         check_options(f"{group}.{key}", {k: v for k, v in options.items() if k != "_target_"}, target)
