@@ -79,8 +79,8 @@ def cases(work: Path, run: Path, other: Path) -> list[Case]:
     names = ["model=lenet", "data=digitz", "optimizer=adamm", "scheduler=cosin", "logger=tensorbord", "+trainer.foo=1",
              "+trainer.checkpoint.save_top_k=3", "+callbacks.chekpoint.monitor=val/loss", "+logger.tensorboard.flush_sec=1",
              "+callbacks.mine._target_=no.such.Class", "callbacks.checkpoint.monitor=val/does_not_exist"]
-    out = [Case(f"value {v}", "train.py", [v, *FAST, new(f"v{i}")]) for i, v in enumerate(values)]
-    out += [Case(f"name {v}", "train.py", [v, *FAST, new(f"n{i}")]) for i, v in enumerate(names)]
+    out = [Case(f"value {v}", "train.py", [*FAST, v, new(f"v{i}")]) for i, v in enumerate(values)]
+    out += [Case(f"name {v}", "train.py", [*FAST, v, new(f"n{i}")]) for i, v in enumerate(names)]
 
     def write(name: str, data: bytes) -> Callable[[Path], None]:
         return lambda _: (work / name).write_bytes(data)
@@ -151,7 +151,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bad_inputs_"))
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="bad_inputs_"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     runs = [work / "runs" / "lenet5", work / "runs" / "resnet20"]
     for run_dir, model in zip(runs, ("lenet5", "resnet20")):  # the existing runs every case must leave alone
         subprocess.run([sys.executable, str(REPO / "train.py"), f"model={model}", f"hydra.run.dir={run_dir}", *FAST], cwd=work,

@@ -164,7 +164,10 @@ def test_fast_dev_run_writes_no_run_files(tmp_path: Path) -> None:
     result = train(make_cfg(tmp_path, "trainer.fast_dev_run=true", "logger=[tensorboard,csv]", "data.eval_batch_size=16",
                             "callbacks.checkpoint.every_n_steps=1"))
     assert result["global_step"] == 1 and len(result["history"]) == 1 and "test" in result
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoints, metrics, logs, claim
+    assert not tmp_path.exists()  # no checkpoints, metrics, logs, claim: not even the directory
+    proc = run_cli("train.py", f"hydra.run.dir={tmp_path / 'cli'}", "debug=fast")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "cli").exists()  # .hydra/ and train.log neither
 
 
 def test_overfit_batches_drives_the_training_loss_down(tmp_path: Path) -> None:

@@ -88,8 +88,9 @@ def _in_claimed_run(check: Callable[[dict[str, Any]], None], resumes: bool = Fal
                 c = resume_config(c, _hydra_overrides() if overrides is None else overrides)
             check(c)
             run_dir = prepare_run_dir(c["paths"]["output_dir"], claim=distributed.env().is_main)
+            dry = bool((c.get("trainer") or {}).get("fast_dev_run"))  # writes nothing, .hydra/ and the log included
             try:
-                with record_hydra_run(run_dir, c) if distributed.env().is_main else nullcontext():
+                with record_hydra_run(run_dir, c) if distributed.env().is_main and not dry else nullcontext():
                     return fn(c, run_dir)
             except BaseException:
                 release_run_dir(run_dir)
@@ -232,7 +233,7 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         if main and not dry:
             write_json(result, run_dir / "metrics.json")
         if dry:
-            release_run_dir(run_dir)  # a dry run leaves the directory free
+            release_run_dir(run_dir, remove_if_empty=True)  # a dry run leaves nothing behind
             log.info("fast_dev_run: every stage ran one batch; nothing was written")
         else:
             log.info("run directory: %s", run_dir)

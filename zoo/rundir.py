@@ -58,13 +58,16 @@ def prepare_run_dir(path: str | Path, claim: bool = True) -> Path:
     return run_dir
 
 
-def release_run_dir(run_dir: Path) -> None:
+def release_run_dir(run_dir: Path, remove_if_empty: bool = False) -> None:
     """Give ``run_dir`` back if this process claimed it and nothing was written: a run that failed
-    on bad input; a claim of another process is never touched."""
+    on bad input; a claim of another process is never touched. ``remove_if_empty`` then also
+    removes the directory if nothing else is in it (``trainer.fast_dev_run``)."""
     key = run_dir.resolve()
     if key in _OWNED and not holds_run(run_dir):
         (run_dir / RUN_CLAIM).unlink(missing_ok=True)
         _OWNED.discard(key)
+        if remove_if_empty and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 @contextmanager
