@@ -29,7 +29,7 @@ from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooErr
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
-from zoo.transfer import build_transfer
+from zoo.transfer import TransferConfig, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
 
@@ -84,8 +84,10 @@ def _release_on_error(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[D
     return wrapper
 
 
-def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Create the model of ``model_cfg``; every key but ``input_size`` goes to :func:`create_model`."""
+def build_model(model_cfg: dict[str, Any], data: DataModule | None = None,
+                transfer_cfg: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Create the model of ``model_cfg``; every key but ``input_size`` goes to :func:`create_model`.
+    Pretrained weights load as strictly as ``transfer_cfg`` (``transfer.strict``) says."""
     kwargs = dict(model_cfg)
     kwargs.pop("input_size", None)
     name = kwargs.pop("name")
@@ -101,7 +103,8 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tu
                 raise ConfigError(f"model.{key}={want} but the data has {key}={have}; drop the override or pick matching data")
         kwargs = fill_from_info(kwargs, data.info)
     try:
-        model = create_model(name, **kwargs)
+        with strict_loading(TransferConfig.from_dict(transfer_cfg).strict):
+            model = create_model(name, **kwargs)
     except TypeError as e:
         raise ConfigError(f"model {name!r}: {e}") from None
     return model, info
@@ -153,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_name = c["model"]["name"]
     model_info(model_name)  # fail fast on an unknown model name before loading data
     data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
-    model, info = build_model(c["model"], data)
+    model, info = build_model(c["model"], data, c.get("transfer"))
     task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
     task.set_class_names(data.class_names)
     policy = build_transfer(c.get("transfer"), model)
