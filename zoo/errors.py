@@ -31,6 +31,10 @@ class CheckpointError(ZooError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the run."""
 
 
+class WriteError(CheckpointError, OSError):
+    """A checkpoint or another run output that cannot be written (disk full, read-only, no permission)."""
+
+
 class TrainingInterrupted(ZooError):
     """SIGINT/SIGTERM arrived during training; ``last.pt`` was saved first."""
 

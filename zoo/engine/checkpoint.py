@@ -15,7 +15,6 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from zoo.engine.utils import write_atomic
 from zoo.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,10 @@ VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
 
-    A crash at any point leaves either the previous file or the new one, never a torn file.
+    A crash at any point leaves either the previous file or the new one, never a torn file; a full
+    disk (or a read-only one) is a one-line :class:`~zoo.errors.WriteError` (a ``CheckpointError``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(state, f), binary=True, fsync=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

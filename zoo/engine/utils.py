@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
-import tempfile
+import re
+import uuid
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, WriteError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -84,23 +87,70 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
-    """Call ``write`` on a temp file next to ``path``, then rename it over ``path``: a reader never
-    sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _write_failure(error: BaseException) -> OSError | RuntimeError | None:
+    """The I/O error behind a failed write: an ``OSError``, also the one under torch's writer's
+    ``RuntimeError`` (``enforce fail ... unexpected pos``), or that ``RuntimeError``; None for anything else (a bug)."""
+    if isinstance(error, OSError):
+        return error
+    if not isinstance(error, RuntimeError):
+        return None
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError):
+        return cause
+    return error if re.search(r"inline_container|PytorchStreamWriter|unexpected pos", str(error)) else None
+
+
+def _failure_message(path: Path, error: OSError | RuntimeError, existed: bool) -> str:
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        reason = reason[:1].lower() + reason[1:]
+    else:  # torch's writer alone: a short write, nearly always a full disk
+        reason = "the write was cut short (" + re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(error).strip().splitlines()[0]) + ")"
+    kept = f"the previous {path.name} is intact" if existed else "no partial file was left"
+    access = isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    fix = "choose a writable hydra.run.dir" if access else "free disk space or choose another hydra.run.dir"
+    return f"cannot write {path}: {reason}; {kept}; {fix}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh (not yet existing) path next to ``path`` to fill; renamed over ``path`` at the end of the
+    block, so a reader sees the old file or the new one, never half a file. On failure it is removed,
+    and an I/O error (disk full, read-only, no permission, torch's writer) becomes a one-line
+    :class:`~zoo.errors.WriteError` naming the file and the reason."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    existed = path.exists()
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        failure = _write_failure(e)
+        if failure is None:
+            raise
+        raise WriteError(_failure_message(path, failure, existed)) from None
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False,
+                 fsync: bool = False) -> Path:
+    """Call ``write`` on a new file (the mode any file gets under the umask) inside :func:`atomic_path`;
+    ``fsync`` makes it durable before the rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(path)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
 
-    def dump(f: TextIO) -> None:
+    def dump(f: IO[str]) -> None:
         json.dump(data, f, indent=2, sort_keys=False, default=float)
         f.write("\n")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.engine.callbacks.base import Monitored
 from zoo.engine.checkpoint import save_checkpoint
+from zoo.engine.utils import atomic_path
 from zoo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,15 +29,13 @@ log = logging.getLogger(__name__)
 
 def _place(source: Path, target: Path, link: bool) -> None:
     """``target`` becomes ``source``'s content atomically: a hard link where the file system allows, else a copy."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        if not link:
-            raise OSError
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        try:
+            if not link:
+                raise OSError
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 class ModelCheckpoint(Monitored):
