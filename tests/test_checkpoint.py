@@ -7,12 +7,13 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pytest
 import torch
 
 from zoo.engine.checkpoint import load_checkpoint, save_checkpoint
 from zoo.engine.utils import write_json
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, brief
 
 
 class Payload:
@@ -59,6 +60,32 @@ def test_truncated_and_missing(tmp_path: Path) -> None:
     (tmp_path / "garbage.pt").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_corrupt_is_told_from_unsafe(tmp_path: Path) -> None:
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "random.pt")
+    assert "pickled code" not in str(err.value) and "corrupt or truncated" in str(err.value)
+    (tmp_path / "text.pt").write_text("hello world\n")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):  # was a bare KeyError
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"model": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"contains pickled code or objects, not only tensors \(posix.system\); only"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_torch_reason_is_its_first_sentence_whole(tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    save_checkpoint({"w": torch.randn(1000)}, path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert f"cannot read checkpoint {path}: PytorchStreamReader failed reading zip archive: failed finding central " \
+           "directory; the file is corrupt" in str(err.value)
+    long = "the quick brown fox jumps over the lazy dog, " * 10
+    assert brief(long, 60) == "the quick brown fox jumps over the lazy dog ..."
+    assert brief("Weights only load failed. In PyTorch 2.6, we changed") == "Weights only load failed"
 
 
 def test_export_to_safetensors(tmp_path: Path) -> None:

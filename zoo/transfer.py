@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, brief
 from zoo.models.base import Classifier
 from zoo.models.features import ParamStage, is_within, parameter_stages
 from zoo.registry import close_names
@@ -107,7 +107,7 @@ def read_torchvision(spec: str) -> StateDict:
         try:
             _download(weights.url, path)
         except Exception as e:  # noqa: BLE001 - no network, refused connection, proxy, bad hash: all one answer
-            reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            reason = brief(str(e), 120) or type(e).__name__
             raise CheckpointError(
                 f"torchvision weights {spec} are not cached at {path} and could not be downloaded ({reason}); "
                 f"fetch {weights.url} into that folder on a machine with internet, or point TORCH_HOME at a cache holding it"

@@ -15,7 +15,7 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError, WriteError
+from zoo.errors import ConfigError, WriteError, brief
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -87,6 +87,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+#: the ``[enforce fail at inline_container.cc:672] .`` prefix of torch's writer errors
+_TORCH_ENFORCE = re.compile(r"^\s*\[enforce fail at [^\]]*\][\s.]*")
+
+
 def _write_failure(error: BaseException) -> OSError | RuntimeError | None:
     """The I/O error behind a failed write: an ``OSError``, also the one under torch's writer's
     ``RuntimeError`` (``enforce fail ... unexpected pos``), or that ``RuntimeError``; None for anything else (a bug)."""
@@ -105,7 +109,7 @@ def _failure_message(path: Path, error: OSError | RuntimeError, existed: bool) -
         reason = error.strerror or str(error) or type(error).__name__
         reason = reason[:1].lower() + reason[1:]
     else:  # torch's writer alone: a short write, nearly always a full disk
-        reason = "the write was cut short (" + re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(error).strip().splitlines()[0]) + ")"
+        reason = f"the write was cut short ({brief(_TORCH_ENFORCE.sub('', str(error)))})"
     kept = f"the previous {path.name} is intact" if existed else "no partial file was left"
     access = isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
     fix = "choose a writable hydra.run.dir" if access else "free disk space or choose another hydra.run.dir"
