@@ -100,6 +100,16 @@ def test_evaluate_without_checkpoint(tmp_path: Path) -> None:
     _one_line_error(proc, "ckpt_path=")
 
 
+@pytest.mark.parametrize("args, needle", [(["device=tpu"], "unknown device 'tpu'"), (["precision=64"], "unknown precision '64'"),
+                                           (["device=cpu", "precision=16"], "precision=16 needs a CUDA GPU; use precision=bf16")])
+def test_evaluate_errors_name_its_own_keys(args: list[str], needle: str, tmp_path: Path, previous_run: Path) -> None:
+    from zoo.pipeline import evaluate
+
+    with pytest.raises(ZooError) as info:
+        evaluate(make_cfg(tmp_path, f"ckpt_path={previous_run}/checkpoints/best.pt", *args, config_name="evaluate"))
+    assert needle in str(info.value) and "trainer." not in str(info.value)
+
+
 def test_reusing_a_run_directory_is_refused(previous_run: Path) -> None:
     before = tree_snapshot(previous_run)
     proc = run_cli("train.py", *FAST, f"hydra.run.dir={previous_run}")

@@ -24,7 +24,7 @@ from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import LoggerCollection, build_loggers, flatten_config
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
-from zoo.engine.utils import resolve_device, seed_everything, write_json
+from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
 from zoo.models import create_model, model_info
 from zoo.models.base import count_parameters
@@ -271,7 +271,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
     train_cfg = state["config"]
     data_cfg = {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}}
-    trainer_cfg = TrainerConfig(max_epochs=1, device=c.get("device", "auto"), precision=c.get("precision", "auto"))
+    device, precision = c.get("device", "auto"), c.get("precision", "auto")
+    resolve_precision(precision, resolve_device(device, key="device"), key="precision")  # errors name evaluate.yaml's keys
+    trainer_cfg = TrainerConfig(max_epochs=1, device=device, precision=precision)
     tta_cfg = c.get("tta") or {"name": "none"}
     build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
     if tta_cfg.get("name", "none") != "none":

@@ -18,42 +18,44 @@ import torch
 from zoo.errors import ConfigError, WriteError, brief
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; explicit names are checked against the machine."""
+def resolve_device(name: str = "auto", key: str = "trainer.device") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; explicit names are checked against the machine.
+    Errors name the setting as ``key`` (``device`` in evaluate.yaml)."""
     name = str(name).lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown trainer.device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"unknown {key} {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but no CUDA GPU is available here; use trainer.device=auto or cpu")
+            raise ConfigError(f"{key}=cuda but no CUDA GPU is available here; use {key}=auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise ConfigError(f"{key}={name} but only {torch.cuda.device_count()} GPU(s) are visible")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=auto or cpu")
+            raise ConfigError(f"{key}=mps but MPS is not available here; use {key}=auto or cpu")
     elif device.type != "cpu":
-        raise ConfigError(f"unsupported trainer.device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"unsupported {key} {name!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
-def resolve_precision(precision: str | int, device: torch.device) -> str:
-    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (with a grad scaler) on older ones, fp32 elsewhere."""
+def resolve_precision(precision: str | int, device: torch.device, key: str = "trainer.precision") -> str:
+    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (with a grad scaler) on older ones, fp32 elsewhere.
+    Errors name the setting as ``key``."""
     p = str(precision)
     if p not in PRECISIONS:
-        raise ConfigError(f"unknown trainer.precision {p!r}; use one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown {key} {p!r}; use one of {', '.join(PRECISIONS)}")
     if p == "auto":
         if device.type != "cuda":
             return "32"
         return "bf16" if torch.cuda.is_bf16_supported() else "16"
     if p == "16" and device.type != "cuda":
-        raise ConfigError("trainer.precision=16 needs a CUDA GPU; use precision=bf16 or 32 on CPU")
+        raise ConfigError(f"{key}=16 needs a CUDA GPU; use {key}=bf16 or 32 on CPU")
     return p
 
 
