@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 import torch
 
-from tests.data_fixtures import make_cifar, make_image_folder, make_mnist, make_svhn
+from tests.data_fixtures import corrupt_idx, make_cifar, make_image_folder, make_mnist, make_svhn
 from tests.helpers import run_cli
 from zoo.data import build_datamodule
 from zoo.data.base import DataModule
@@ -85,6 +85,24 @@ def test_incomplete_data_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataNotFoundError, match="incomplete or corrupted"):
         build_datamodule(_cfg("cifar10", tmp_path))
+
+
+@pytest.mark.parametrize("how, file", [("truncate", "train-images-idx3-ubyte"), ("header", "t10k-labels-idx1-ubyte"),
+                                       ("gz", "train-labels-idx1-ubyte.gz")])
+def test_corrupt_idx_file_is_named(how: str, file: str, tmp_path: Path) -> None:
+    make_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    corrupt_idx(raw / file.removesuffix(".gz"), how)
+    with pytest.raises(CorruptDataError) as info:
+        build_datamodule(_cfg("mnist", tmp_path))
+    message = str(info.value)
+    assert f"cannot read {raw / file} (" in message and "download it again" in message and "\n" not in message
+    assert not list(raw.glob(".*.tmp"))
+
+
+def test_null_data_root_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.root is null; set data.root=<the folder holding the mnist files>"):
+        build_datamodule({**_cfg("mnist", tmp_path), "root": None})
 
 
 def test_statistics_are_cached_per_split_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
