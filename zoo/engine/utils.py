@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import random
 import re
@@ -153,11 +154,24 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
     return Path(path)
 
 
+def _strict_json(value: Any) -> Any:
+    """``value`` as strict JSON takes it: NaN and infinities as None (``null``), numpy/torch scalars as floats."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    """Write strict JSON (non-finite numbers as ``null``) atomically (temp file + rename), so a reader
+    never sees half a file."""
 
     def dump(f: IO[str]) -> None:
-        json.dump(data, f, indent=2, sort_keys=False, default=float)
+        json.dump(_strict_json(data), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
 
     write_atomic(path, dump)
