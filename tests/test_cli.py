@@ -156,6 +156,19 @@ def test_zoo_list() -> None:
     assert rows["lenet5"][1] == "classification" and rows["lenet5"][-1] == "61,706"
 
 
+def test_zoo_list_names_an_unknown_task_and_stops_quietly_on_a_closed_pipe() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "zoo", "list", "--task", "clasification"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "error: no model has task 'clasification'; did you mean: classification?\n"
+    listing = subprocess.Popen([sys.executable, "-m", "zoo", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # `| head` has read its lines and gone before the listing is written
+    err = listing.stderr.read()
+    assert listing.wait() == 1 and err == ""  # no BrokenPipeError traceback
+
+
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))
 
 

@@ -190,9 +190,10 @@ class LoadReport:
 
     def foreign(self, model: str) -> str | None:
         """``<source>: 3 of 10 backbone tensors of <model> matched (...)`` when that is at most half, else None."""
-        if not self.backbone or len(self.matched) * 2 > len(self.backbone):
+        matched, total = self.matched, len(self.backbone)
+        if not total or len(matched) * 2 > total:
             return None
-        return f"{self.source}: {len(self.matched)} of {len(self.backbone)} backbone tensors of {model} matched{_names(self.matched, False)}"
+        return f"{self.source}: {len(matched)} of {total} backbone tensors of {model} matched{_names(matched, False)}"
 
     def summary(self) -> str:
         return (f"pretrained {self.source}: loaded {len(self.loaded)} tensors; input channels adapted: {_names(self.adapted)}; "
@@ -231,7 +232,8 @@ def _own_name(key: str, own: StateDict, aliases: dict[str, str]) -> str:
     return key
 
 
-def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "state_dict", strict: bool | None = None) -> LoadReport:
+def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "state_dict",
+                            strict: bool | None = None) -> LoadReport:
     """Load ``state`` into ``model``, adapting the classifier and input convolutions (see the module
     docstring); a :class:`CheckpointError` when other tensors do not fit, none does or, ``strict``
     (default: :func:`strict_loading`'s), at most half of the non-classifier ones do."""
@@ -239,7 +241,8 @@ def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "s
     heads = model.classifier_names() if callable(getattr(model, "classifier_names", None)) else []
     aliases: dict[str, str] = getattr(model, "pretrained_aliases", {})
     inputs = _input_conv_weights(model)
-    report = LoadReport(source, backbone=[k for k, v in own.items() if v.is_floating_point() and not any(is_within(k, h) for h in heads)])
+    backbone = [k for k, v in own.items() if v.is_floating_point() and not any(is_within(k, h) for h in heads)]
+    report = LoadReport(source, backbone=backbone)
     take: StateDict = {}
     misfits: list[str] = []
     for key, value in state.items():
