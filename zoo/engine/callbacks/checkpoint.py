@@ -156,4 +156,4 @@ class ModelCheckpoint(Monitored):
         if not self.top:
             return {}
         value, epoch, _ = self.top[0]
-        return {"best_epoch": epoch - 1, f"best/{self.monitor}": value, "best_checkpoint": str(self.best_model_path)}
+        return {"best_epoch": epoch, f"best/{self.monitor}": value, "best_checkpoint": str(self.best_model_path)}
