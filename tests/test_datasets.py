@@ -122,6 +122,22 @@ def test_statistics_are_cached_per_split_settings(tmp_path: Path, monkeypatch: p
         build_datamodule(_cfg("cifar10", tmp_path, val_fraction=0.2))
 
 
+def test_statistics_follow_a_replaced_image(tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    make_image_folder(tmp_path, {"train": 4, "val": 1}, FOLDER_CLASSES)
+    cfg = _cfg("imagefolder", tmp_path, image_size=24, val_dir="val")
+    first = build_datamodule(cfg)
+    assert build_datamodule(cfg).mean == first.mean and len(list((tmp_path / ".zoo_stats").iterdir())) == 1
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(tmp_path / "train" / "cat" / "0.png")  # another picture, same name
+    second = build_datamodule(cfg)
+    assert second.mean != first.mean
+    shutil.rmtree(tmp_path / ".zoo_stats")
+    assert build_datamodule(cfg).mean == second.mean  # what a run without any cache computes
+
+
 def test_image_mean_subtraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_cifar(tmp_path, monkeypatch)
     dm = build_datamodule(_cfg("cifar10", tmp_path, normalize="image_mean", val_fraction=0.0))

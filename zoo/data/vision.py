@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 import zlib
 from dataclasses import dataclass
@@ -196,6 +197,23 @@ def tensors_of(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     else:
         return None
     return x.contiguous(), torch.as_tensor(labels_of(ds))
+
+
+def data_files(ds: Dataset) -> list[str]:
+    """The files ``ds`` reads its images from (an image folder's images, MNIST's idx files, CIFAR's
+    pickles, SVHN's ``.mat``), for fingerprinting; empty for a dataset of another kind."""
+    if isinstance(ds, Subset):
+        return data_files(ds.dataset)
+    if isinstance(ds, tvd.DatasetFolder):
+        return [path for path, _ in ds.samples]
+    if isinstance(ds, tvd.MNIST):
+        prefix = "train" if ds.train else "t10k"
+        return [os.path.join(ds.raw_folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
+    if isinstance(ds, tvd.CIFAR10):
+        return [os.path.join(ds.root, ds.base_folder, name) for name, _ in (ds.train_list if ds.train else ds.test_list)]
+    if isinstance(ds, tvd.SVHN):
+        return [os.path.join(ds.root, ds.filename)]
+    return []
 
 
 # ---- image folders ---------------------------------------------------------------------------------------------
