@@ -13,7 +13,7 @@ import torch
 
 from zoo.engine.checkpoint import load_checkpoint, save_checkpoint
 from zoo.engine.utils import write_json
-from zoo.errors import CheckpointError, brief
+from zoo.errors import CheckpointError
 
 
 class Payload:
@@ -76,6 +76,8 @@ def test_corrupt_is_told_from_unsafe(tmp_path: Path) -> None:
 
 
 def test_torch_reason_is_its_first_sentence_whole(tmp_path: Path) -> None:
+    from zoo.errors import brief
+
     path = tmp_path / "x.pt"
     save_checkpoint({"w": torch.randn(1000)}, path)
     path.write_bytes(path.read_bytes()[:500])
