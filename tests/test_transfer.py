@@ -98,7 +98,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
 
 def test_another_models_checkpoint_is_refused_unless_not_strict(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from zoo.pipeline import train
-    from zoo.transfer import load_pretrained, strict_loading
+    from zoo.transfer import load_pretrained
 
     resnet20 = tmp_path / "resnet20.pt"
     torch.save(create_model("resnet20").state_dict(), resnet20)  # its fc.bias (10,) fits LeNet-5's classifier
@@ -108,6 +108,8 @@ def test_another_models_checkpoint_is_refused_unless_not_strict(tmp_path: Path, 
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="another model"):  # a deep model given a shallow one's weights
         create_model("resnet56", pretrained=str(resnet20))
+    from zoo.transfer import strict_loading
+
     with caplog.at_level(logging.WARNING, logger="zoo"):
         report = load_pretrained(create_model("lenet5"), str(resnet20), strict=False)
         with strict_loading(False):
