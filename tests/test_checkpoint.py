@@ -76,8 +76,6 @@ def test_corrupt_is_told_from_unsafe(tmp_path: Path) -> None:
 
 
 def test_torch_reason_is_its_first_sentence_whole(tmp_path: Path) -> None:
-    from zoo.errors import brief
-
     path = tmp_path / "x.pt"
     save_checkpoint({"w": torch.randn(1000)}, path)
     path.write_bytes(path.read_bytes()[:500])
@@ -85,6 +83,9 @@ def test_torch_reason_is_its_first_sentence_whole(tmp_path: Path) -> None:
         load_checkpoint(path)
     assert f"cannot read checkpoint {path}: PytorchStreamReader failed reading zip archive: failed finding central " \
            "directory; the file is corrupt" in str(err.value)
+
+    from zoo.errors import brief
+
     long = "the quick brown fox jumps over the lazy dog, " * 10
     assert brief(long, 60) == "the quick brown fox jumps over the lazy dog ..."
     assert brief("Weights only load failed. In PyTorch 2.6, we changed") == "Weights only load failed"
