@@ -50,7 +50,7 @@ def table(results: dict[tuple[str, int], dict]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for (variant, _), r in results.items():
         lines.append(f"| {variant} | {r['epochs_run']} | {r['test']['map50']:.3f} | {r['test']['map']:.3f} | "
-                     f"{r['best/val/map']:.3f} ({r['best_epoch'] + 1}) | {r['fit_time_s'] / 60:.1f} min |")
+                     f"{r['best/val/map']:.3f} ({r['best_epoch']}) | {r['fit_time_s'] / 60:.1f} min |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ def export(ckpt: Path, out: Path, force: bool = False) -> Path:
     from safetensors.torch import save_file
 
     from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
+    from zoo.engine.utils import atomic_path
     from zoo.errors import CheckpointError
 
     if out.exists() and not force:
@@ -36,10 +36,8 @@ def export(ckpt: Path, out: Path, force: bool = False) -> Path:
     if is_zoo_checkpoint(state):
         metadata["model_name"] = str(state.get("model_name"))
         metadata["config"] = json.dumps(state.get("config", {}), default=str)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return out
 
 

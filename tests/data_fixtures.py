@@ -81,6 +81,20 @@ def make_mnist(root: Path, folder: str = "MNIST", gz: bool = False, n_train: int
         _idx(raw / f"{prefix}-labels-idx1-ubyte", labels, gz)
 
 
+def corrupt_idx(path: Path, how: str) -> None:
+    """Spoil a real idx file: ``truncate`` (half of it, as a broken download), ``header`` (not an idx
+    magic number), or ``gz`` (the first half of a gzip copy; the uncompressed file removed)."""
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "header":
+        path.write_bytes(b"\x00\x00\x00\x00" + data[4:])
+    else:
+        packed = gzip.compress(data)
+        path.with_name(path.name + ".gz").write_bytes(packed[: len(packed) // 2])
+        path.unlink()
+
+
 def make_svhn(root: Path, monkeypatch: pytest.MonkeyPatch, n_train: int = 100, n_test: int = 20) -> None:
     """``<root>/svhn/{train,test}_32x32.mat``: ``X`` (32, 32, 3, N) uint8, ``y`` (N, 1) with 10 for digit 0."""
     import scipy.io

@@ -101,6 +101,16 @@ def test_evaluate_without_checkpoint(tmp_path: Path) -> None:
     _one_line_error(proc, "ckpt_path=")
 
 
+@pytest.mark.parametrize("args, needle", [(["device=tpu"], "unknown device 'tpu'"), (["precision=64"], "unknown precision '64'"),
+                                           (["device=cpu", "precision=16"], "precision=16 needs a CUDA GPU; use precision=bf16")])
+def test_evaluate_errors_name_its_own_keys(args: list[str], needle: str, tmp_path: Path, previous_run: Path) -> None:
+    from zoo.pipeline import evaluate
+
+    with pytest.raises(ZooError) as info:
+        evaluate(make_cfg(tmp_path, f"ckpt_path={previous_run}/checkpoints/best.pt", *args, config_name="evaluate"))
+    assert needle in str(info.value) and "trainer." not in str(info.value)
+
+
 def test_reusing_a_run_directory_is_refused(previous_run: Path) -> None:
     before = tree_snapshot(previous_run)
     proc = run_cli("train.py", *FAST, f"hydra.run.dir={previous_run}")
@@ -147,6 +157,19 @@ def test_zoo_list() -> None:
     assert lines[0].split() == ["model", "task", "family", "input", "params"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["lenet5"][1] == "classification" and rows["lenet5"][-1] == "61,706"
+
+
+def test_zoo_list_names_an_unknown_task_and_stops_quietly_on_a_closed_pipe() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "zoo", "list", "--task", "clasification"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "error: no model has task 'clasification'; did you mean: classification?\n"
+    listing = subprocess.Popen([sys.executable, "-m", "zoo", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # `| head` has read its lines and gone before the listing is written
+    err = listing.stderr.read()
+    assert listing.wait() == 1 and err == ""  # no BrokenPipeError traceback
 
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "paths"))

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 import torch
 
-from tests.data_fixtures import make_cifar, make_image_folder, make_mnist, make_svhn
+from tests.data_fixtures import corrupt_idx, make_cifar, make_image_folder, make_mnist, make_svhn
 from tests.helpers import run_cli
 from zoo.data import build_datamodule
 from zoo.data.base import DataModule
@@ -87,6 +87,24 @@ def test_incomplete_data_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
         build_datamodule(_cfg("cifar10", tmp_path))
 
 
+@pytest.mark.parametrize("how, file", [("truncate", "train-images-idx3-ubyte"), ("header", "t10k-labels-idx1-ubyte"),
+                                       ("gz", "train-labels-idx1-ubyte.gz")])
+def test_corrupt_idx_file_is_named(how: str, file: str, tmp_path: Path) -> None:
+    make_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    corrupt_idx(raw / file.removesuffix(".gz"), how)
+    with pytest.raises(CorruptDataError) as info:
+        build_datamodule(_cfg("mnist", tmp_path))
+    message = str(info.value)
+    assert f"cannot read {raw / file} (" in message and "download it again" in message and "\n" not in message
+    assert not list(raw.glob(".*.tmp"))
+
+
+def test_null_data_root_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.root is null; set data.root=<the folder holding the mnist files>"):
+        build_datamodule({**_cfg("mnist", tmp_path), "root": None})
+
+
 def test_statistics_are_cached_per_split_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import zoo.data.sources as sources
 
@@ -102,6 +120,22 @@ def test_statistics_are_cached_per_split_settings(tmp_path: Path, monkeypatch: p
     assert build_datamodule(_cfg("cifar10", tmp_path)).mean == first.mean
     with pytest.raises(AssertionError, match="recomputed"):  # another split is another key
         build_datamodule(_cfg("cifar10", tmp_path, val_fraction=0.2))
+
+
+def test_statistics_follow_a_replaced_image(tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    make_image_folder(tmp_path, {"train": 4, "val": 1}, FOLDER_CLASSES)
+    cfg = _cfg("imagefolder", tmp_path, image_size=24, val_dir="val")
+    first = build_datamodule(cfg)
+    assert build_datamodule(cfg).mean == first.mean and len(list((tmp_path / ".zoo_stats").iterdir())) == 1
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(tmp_path / "train" / "cat" / "0.png")  # another picture, same name
+    second = build_datamodule(cfg)
+    assert second.mean != first.mean
+    shutil.rmtree(tmp_path / ".zoo_stats")
+    assert build_datamodule(cfg).mean == second.mean  # what a run without any cache computes
 
 
 def test_image_mean_subtraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,11 +28,12 @@ SCHED = {"name": "onecycle"}
 class Scripted(ClassificationTask):
     """Classification with hooks to misbehave at a given training step (1-based)."""
 
-    def __init__(self, *args: Any, signal_at: int | None = None, nan_at: int | None = None, kill_at: int | None = None,
+    def __init__(self, *args: Any, signal_at: int | None = None, nan_at: int | tuple[int, ...] = (), kill_at: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls = 0
-        self.signal_at, self.nan_at, self.kill_at = signal_at, nan_at, kill_at
+        self.signal_at, self.kill_at = signal_at, kill_at
+        self.nan_at = {nan_at} if isinstance(nan_at, int) else set(nan_at)
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         self.calls += 1
@@ -41,7 +42,7 @@ class Scripted(ClassificationTask):
         out = super().training_step(batch)
         if self.calls == self.signal_at:
             signal.raise_signal(signal.SIGTERM)  # delivered to the trainer's handler, as `kill` would
-        if self.calls == self.nan_at:
+        if self.calls in self.nan_at:
             out["loss"] = out["loss"] * float("nan")
         return out
 
@@ -132,6 +133,60 @@ def test_nonfinite_loss_skipped_when_configured(tmp_path: Path) -> None:
     assert result["skipped_steps"] == 1
     assert all(torch.isfinite(p).all() for p in task.model.parameters())
     assert result["history"][-1]["val/acc"] > 0.5
+
+
+def test_skipped_updates_are_summed_up_once_per_epoch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="zoo.engine.callbacks.nonfinite"):
+        _, result = _fit(tmp_path, epochs=2, nan_at=(5, 7, 27), nonfinite="skip")  # 20 batches per epoch
+    assert result["skipped_steps"] == 3
+    assert [r.getMessage() for r in caplog.records if r.name == "zoo.engine.callbacks.nonfinite"] == [
+        "2 updates skipped in epoch 1 (2 so far): non-finite loss, first at step 5",
+        "1 updates skipped in epoch 2 (3 so far): non-finite loss, first at step 27",
+    ]
+
+
+def test_skipped_nan_batch_leaves_no_nan_in_the_model_or_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN batch's forward pass runs into the batch-norm statistics before its loss is seen: skipping
+    it must put them back, or every later evaluation is NaN; metrics.json is strict JSON."""
+    import json
+
+    from tests.helpers import FAST, make_cfg
+    from zoo.pipeline import train
+
+    original, calls = ClassificationTask.training_step, []
+
+    def nan_batch_at_step_5(self: ClassificationTask, batch: Any) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return original(self, (batch[0] * float("nan"), batch[1]) if len(calls) == 5 else batch)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", nan_batch_at_step_5)
+    result = train(make_cfg(tmp_path, *FAST, "trainer.max_epochs=1", "model=resnet20", "model.input_size=16",
+                            "callbacks.nonfinite.policy=skip"))
+    assert result["skipped_steps"] == 1
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in metrics.json")
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["history"][0]["val/loss"] < 3 and metrics["test"]["loss"] < 3
+    weights = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_metrics_json_is_strict(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from zoo.engine.utils import write_json
+
+    write_json({"a": float("nan"), "b": [float("inf"), 1.0], "c": np.float32("nan"), "t": torch.tensor(2.5), "n": 3},
+               tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": None, "t": 2.5, "n": 3}
 
 
 def test_run_directory_is_claimed_once(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ def test_evaluate_uses_stored_config(trained: tuple[Path, dict], tmp_path: Path)
     cfg = make_cfg(tmp_path, f"ckpt_path={run_dir}/checkpoints/best.pt", "progress_bar=false", config_name="evaluate")
     out = evaluate(cfg)
     assert out["test"]["acc"] == pytest.approx(result["test"]["acc"])
+    assert out["epoch"] == result["best_epoch"]  # one epoch count: metrics.json, evaluate.py, the kept file's name
+    assert list((run_dir / "checkpoints").glob(f"epoch={result['best_epoch']}-*.pt"))
     matrix = torch.tensor(out["confusion_matrix"])
     assert matrix.shape == (10, 10) and int(matrix.sum()) == 360
     assert float(matrix.diagonal().sum()) / 360 == pytest.approx(out["test"]["acc"])

@@ -96,6 +96,33 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         create_model("resnet20", pretrained=str(tmp_path / "absent.pt"))
 
 
+def test_another_models_checkpoint_is_refused_unless_not_strict(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from zoo.pipeline import train
+    from zoo.transfer import load_pretrained
+
+    resnet20 = tmp_path / "resnet20.pt"
+    torch.save(create_model("resnet20").state_dict(), resnet20)  # its fc.bias (10,) fits LeNet-5's classifier
+    with pytest.raises(CheckpointError) as err:
+        create_model("lenet5", pretrained=str(resnet20))
+    assert "0 of 8 backbone tensors of LeNet5 matched" in str(err.value) and "transfer.strict=false" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="another model"):  # a deep model given a shallow one's weights
+        create_model("resnet56", pretrained=str(resnet20))
+    from zoo.transfer import strict_loading
+
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        report = load_pretrained(create_model("lenet5"), str(resnet20), strict=False)
+        with strict_loading(False):
+            create_model("lenet5", pretrained=str(resnet20))
+    assert report.loaded and not report.matched
+    assert sum("loading anyway" in r.getMessage() for r in caplog.records) == 2
+
+    cfg = [*FAST, "trainer.max_epochs=1", f"model.pretrained={resnet20}"]
+    with pytest.raises(CheckpointError, match="0 of 8 backbone tensors"):
+        train(make_cfg(tmp_path / "strict", *cfg))
+    assert train(make_cfg(tmp_path / "forced", *cfg, "transfer.strict=false"))["epochs_run"] == 1
+
+
 def test_input_conv_adaptation_preserves_the_response() -> None:
     weight = torch.randn(8, 3, 3, 3)
     grey = torch.randn(2, 1, 9, 9)

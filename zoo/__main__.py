@@ -6,12 +6,15 @@ family, input size and parameter count (counted on the meta device, so nothing i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
+from zoo.errors import UnknownNameError, ZooError
 from zoo.models import create_model, list_models, model_info
 from zoo.models.base import count_parameters
+from zoo.registry import close_names
 
 
 def _param_count(name: str) -> int:
@@ -19,7 +22,18 @@ def _param_count(name: str) -> int:
         return count_parameters(create_model(name))
 
 
+def _check_known(key: str, value: str | None) -> None:
+    """An :class:`UnknownNameError` (with close matches) for a ``--task``/``--family`` no model has."""
+    known = sorted({model_info(n)[key] for n in list_models()})
+    if value is not None and value not in known:
+        close = close_names(value, known)
+        hint = f"did you mean: {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        raise UnknownNameError(f"no model has {key} {value!r}; {hint}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    _check_known("task", args.task)
+    _check_known("family", args.family)
     names = list_models(args.pattern, task=args.task, family=args.family)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
@@ -37,14 +51,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from zoo.errors import ZooError
     from zoo.predict import caption_files
 
-    try:
-        captions = caption_files(args.ckpt, args.images, args.decode, args.beam_size, args.temperature, args.seed, args.device)
-    except ZooError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    captions = caption_files(args.ckpt, args.images, args.decode, args.beam_size, args.temperature, args.seed, args.device)
     for path, caption in zip(args.images, captions):
         print(f"{path}\t{caption}" if len(args.images) > 1 else caption)
     return 0
@@ -68,7 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--device", default="cpu")
     c.set_defaults(fn=cmd_caption)
     args = parser.parse_args(argv)
-    return int(args.fn(args))
+    try:
+        code = int(args.fn(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:  # `python -m zoo list | head`: the reader has gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 1
+    return code
 
 
 if __name__ == "__main__":

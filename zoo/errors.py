@@ -7,6 +7,8 @@ status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class ZooError(Exception):
     """Base class for errors caused by user input."""
@@ -31,6 +33,10 @@ class CheckpointError(ZooError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the run."""
 
 
+class WriteError(CheckpointError, OSError):
+    """A checkpoint or another run output that cannot be written (disk full, read-only, no permission)."""
+
+
 class TrainingInterrupted(ZooError):
     """SIGINT/SIGTERM arrived during training; ``last.pt`` was saved first."""
 
@@ -41,3 +47,18 @@ class TrainingInterrupted(ZooError):
 
 class CorruptDataError(ZooError, ValueError):
     """A data file that exists but cannot be read (a truncated or non-image file)."""
+
+
+def brief(text: str, limit: int = 160) -> str:
+    """The first sentence of ``text``'s first non-empty line for a one-line message; beyond ``limit``
+    characters cut at the last clause (``;``, ``:``, ``,``) or word boundary, never inside a word (one
+    long word stays whole)."""
+    line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z(`])", line, maxsplit=1)[0].rstrip(". ")
+    if len(sentence) <= limit:
+        return sentence
+    for boundary in ("; ", ": ", ", ", " "):
+        cut = sentence.rfind(boundary, limit // 3, limit)
+        if cut > 0:
+            return sentence[:cut] + " ..."
+    return sentence

@@ -26,15 +26,15 @@ from zoo.engine.loggers import LoggerCollection, build_loggers, check_loggers, f
 from zoo.engine.optim import check_warmup
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
-from zoo.engine.utils import resolve_device, seed_everything, write_json
-from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
-from zoo.transfer import build_transfer
+from zoo.transfer import TransferConfig, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
 
@@ -99,8 +99,10 @@ def _in_claimed_run(check: Callable[[dict[str, Any]], None], resumes: bool = Fal
     return decorate
 
 
-def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Create the model of ``model_cfg``; every key but ``input_size`` goes to :func:`create_model`."""
+def build_model(model_cfg: dict[str, Any], data: DataModule | None = None,
+                transfer_cfg: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Create the model of ``model_cfg``; every key but ``input_size`` goes to :func:`create_model`.
+    Pretrained weights load as strictly as ``transfer_cfg`` (``transfer.strict``) says."""
     kwargs = dict(model_cfg)
     kwargs.pop("input_size", None)
     name = kwargs.pop("name")
@@ -116,7 +118,8 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None) -> tu
                 raise ConfigError(f"model.{key}={want} but the data has {key}={have}; drop the override or pick matching data")
         kwargs = fill_from_info(kwargs, data.info)
     try:
-        model = create_model(name, **kwargs)
+        with strict_loading(TransferConfig.from_dict(transfer_cfg).strict):
+            model = create_model(name, **kwargs)
     except TypeError as e:
         raise ConfigError(f"model {name!r}: {e}") from None
     return model, info
@@ -166,7 +169,7 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     model_name = c["model"]["name"]
     model_info(model_name)  # fail fast on an unknown model name before loading data
     data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
-    model, info = build_model(c["model"], data)
+    model, info = build_model(c["model"], data, c.get("transfer"))
     task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
     task.set_class_names(data.class_names)
     policy = build_transfer(c.get("transfer"), model)
@@ -279,7 +282,9 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
     train_cfg = state["config"]
     data_cfg = {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}}
-    trainer_cfg = TrainerConfig(max_epochs=1, device=c.get("device", "auto"), precision=c.get("precision", "auto"))
+    device, precision = c.get("device", "auto"), c.get("precision", "auto")
+    resolve_precision(precision, resolve_device(device, key="device"), key="precision")  # errors name evaluate.yaml's keys
+    trainer_cfg = TrainerConfig(max_epochs=1, device=device, precision=precision)
     tta_cfg = c.get("tta") or {"name": "none"}
     build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
     if tta_cfg.get("name", "none") != "none":

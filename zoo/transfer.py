@@ -19,8 +19,10 @@ Sources (``model.pretrained=``), all read with ``torch.load(weights_only=True)``
 
 Loading adapts: a classifier whose shape differs (other ``num_classes``) keeps its fresh
 initialisation; input convolutions whose channels differ (other ``in_chans``) are summed over the
-channels (1 channel) or repeated and rescaled (N); anything else that does not fit is an error. One
-log line sums up what was loaded, adapted, reinitialised, missing and unexpected. Any model may say
+channels (1 channel) or repeated and rescaled (N); anything else that does not fit is an error, and so
+is a source that fills at most half of the model's non-classifier tensors (another model's checkpoint
+whose few tensors happen to fit) unless loading is not strict (``transfer.strict=false``). One log line
+sums up what was loaded, adapted, reinitialised, missing and unexpected. Any model may say
 which of its layers are the classifier (``classifier_names()``, as :class:`~zoo.models.base.Classifier`
 does) and how another library names its modules (``pretrained_aliases``: a mapping of a source prefix
 to its own, tried for source keys it lacks; the detectors use it to load torchvision's checkpoints).
@@ -28,6 +30,8 @@ to its own, tried for source keys it lacks; the detectors use it to load torchvi
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -35,14 +39,14 @@ import re
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, brief
 from zoo.models.base import Classifier
 from zoo.models.features import ParamStage, is_within, parameter_stages
 from zoo.registry import close_names
@@ -103,7 +107,7 @@ def read_torchvision(spec: str) -> StateDict:
         try:
             _download(weights.url, path)
         except Exception as e:  # noqa: BLE001 - no network, refused connection, proxy, bad hash: all one answer
-            reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            reason = brief(str(e), 120) or type(e).__name__
             raise CheckpointError(
                 f"torchvision weights {spec} are not cached at {path} and could not be downloaded ({reason}); "
                 f"fetch {weights.url} into that folder on a machine with internet, or point TORCH_HOME at a cache holding it"
@@ -175,14 +179,47 @@ class LoadReport:
     reinitialised: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    #: the target's non-classifier (floating-point) tensors, of which a clear majority must load
+    backbone: list[str] = field(default_factory=list)
+
+    @property
+    def matched(self) -> list[str]:
+        """The backbone tensors that were loaded or adapted."""
+        taken = {*self.loaded, *self.adapted}
+        return [k for k in self.backbone if k in taken]
+
+    def foreign(self, model: str) -> str | None:
+        """``<source>: 3 of 10 backbone tensors of <model> matched (...)`` when that is at most half, else None."""
+        matched, total = self.matched, len(self.backbone)
+        if not total or len(matched) * 2 > total:
+            return None
+        return f"{self.source}: {len(matched)} of {total} backbone tensors of {model} matched{_names(matched, False)}"
 
     def summary(self) -> str:
-        def names(keys: list[str]) -> str:
-            return f"{len(keys)}" + (f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else "")
+        return (f"pretrained {self.source}: loaded {len(self.loaded)} tensors; input channels adapted: {_names(self.adapted)}; "
+                f"classifier reinitialised: {_names(self.reinitialised)}; missing: {_names(self.missing)}; "
+                f"unexpected: {_names(self.unexpected)}")
 
-        return (f"pretrained {self.source}: loaded {len(self.loaded)} tensors; input channels adapted: {names(self.adapted)}; "
-                f"classifier reinitialised: {names(self.reinitialised)}; missing: {names(self.missing)}; "
-                f"unexpected: {names(self.unexpected)}")
+
+def _names(keys: list[str], count: bool = True) -> str:
+    """``2 (a, b)``, ``5 (a, b, c, ...)``; without ``count`` only the parenthesis."""
+    listed = f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else ""
+    return f"{len(keys)}{listed}" if count else listed
+
+
+#: whether :func:`load_pretrained` refuses a source that fills at most half the model (``transfer.strict``)
+_STRICT = contextvars.ContextVar("zoo_transfer_strict", default=True)
+
+
+@contextlib.contextmanager
+def strict_loading(strict: bool) -> Iterator[None]:
+    """Within the block, every :func:`load_pretrained` without its own ``strict`` (the nested loads of
+    ``backbone_pretrained``, ``encoder_pretrained`` too) uses ``strict``."""
+    token = _STRICT.set(strict)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
 
 
 def _own_name(key: str, own: StateDict, aliases: dict[str, str]) -> str:
@@ -195,14 +232,17 @@ def _own_name(key: str, own: StateDict, aliases: dict[str, str]) -> str:
     return key
 
 
-def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "state_dict") -> LoadReport:
+def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "state_dict",
+                            strict: bool | None = None) -> LoadReport:
     """Load ``state`` into ``model``, adapting the classifier and input convolutions (see the module
-    docstring); a :class:`CheckpointError` when other tensors do not fit or none does."""
+    docstring); a :class:`CheckpointError` when other tensors do not fit, none does or, ``strict``
+    (default: :func:`strict_loading`'s), at most half of the non-classifier ones do."""
     own = model.state_dict()
     heads = model.classifier_names() if callable(getattr(model, "classifier_names", None)) else []
     aliases: dict[str, str] = getattr(model, "pretrained_aliases", {})
     inputs = _input_conv_weights(model)
-    report = LoadReport(source)
+    backbone = [k for k, v in own.items() if v.is_floating_point() and not any(is_within(k, h) for h in heads)]
+    report = LoadReport(source, backbone=backbone)
     take: StateDict = {}
     misfits: list[str] = []
     for key, value in state.items():
@@ -227,13 +267,18 @@ def load_state_dict_adapted(model: nn.Module, state: StateDict, source: str = "s
     if not take:
         raise CheckpointError(f"{source}: none of its {len(state)} tensors fits {name}; is it the checkpoint of another model?")
     report.missing = [k for k in own if k not in take and k not in report.reinitialised]
+    if (foreign := report.foreign(name)) is not None:
+        if _STRICT.get() if strict is None else strict:
+            raise CheckpointError(f"{foreign}; is this a checkpoint of another model? set transfer.strict=false to load anyway")
+        log.warning("%s; loading anyway (transfer.strict=false)", foreign)
     model.load_state_dict(take, strict=False)
     return report
 
 
-def load_pretrained(model: nn.Module, source: str) -> LoadReport:
-    """Load pretrained weights from ``source`` into ``model`` (adapted) and log the one-line summary."""
-    report = load_state_dict_adapted(model, read_pretrained(str(source)), str(source))
+def load_pretrained(model: nn.Module, source: str, strict: bool | None = None) -> LoadReport:
+    """Load pretrained weights from ``source`` into ``model`` (adapted, see :func:`load_state_dict_adapted`)
+    and log the one-line summary."""
+    report = load_state_dict_adapted(model, read_pretrained(str(source)), str(source), strict)
     log.info(report.summary())
     return report
 
@@ -253,6 +298,8 @@ class TransferConfig:
     layer but the classifier, ``stage_lr_decay`` once more per stage below the deepest (Howard & Ruder
     use 1/2.6). ``gradual_unfreeze=k`` unfreezes one more stage every ``k`` epochs, from the deepest
     down, until all train. ``reset_classifier`` starts the classifier afresh (new classes).
+    ``strict=false`` loads ``model.pretrained`` (with a warning) even when it fills at most half of the
+    model's non-classifier tensors.
     """
 
     name: str = "none"
@@ -261,6 +308,7 @@ class TransferConfig:
     stage_lr_decay: float = 1.0
     gradual_unfreeze: int | None = None
     reset_classifier: bool = False
+    strict: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in POLICIES:

@@ -214,6 +214,9 @@ def build_datamodule(
     name = cfg.pop("name")
     opts = LoaderOptions.pop_from(cfg)
     entry = DATASETS.get(name)
+    if "root" in cfg and cfg["root"] is None:
+        raise ConfigError(f"data.root is null; set data.root=<the folder holding the {name} files>, or drop the "
+                          "override for the default (under paths.data_dir)")
     if entry.metadata.get("source"):
         from zoo.data.sources import build_source_datamodule
 

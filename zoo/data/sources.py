@@ -23,8 +23,8 @@ from torchvision.transforms import v2
 from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
 from zoo.data.base import DataModule, LoaderOptions, image_loaders, tensor_loaders
 from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
-from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, stats_of
-from zoo.data.vision import ImageSource, tensors_of
+from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, stats_of
+from zoo.data.vision import ImageSource, data_files, tensors_of
 from zoo.errors import ConfigError
 from zoo.registry import Entry
 
@@ -137,6 +137,7 @@ def build_source_datamodule(
     workers = resolve_workers(opts.num_workers)
     key = {"dataset": name, "root": str(source.root.resolve()), "normalize": mode, "image_size": image_size,
            "resize_size": resize_size, "in_chans": in_chans, "train_size": len(source.train),  # type: ignore[arg-type]
+           "files": files_fingerprint(data_files(source.train)),
            **{k: v for k, v in dataset_kwargs.items() if k not in ("root", "download", "skip_corrupt")}}
 
     if opts.in_memory:

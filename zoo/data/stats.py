@@ -4,7 +4,8 @@ Two preprocessings from the course notes: per-channel mean/std standardisation (
 subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2). Statistics come from the
 training split only; for on-disk datasets they are cached as a small JSON file under
 ``<data.root>/.zoo_stats/``, keyed by the dataset and everything that changes the training pixels
-(split fraction and seed, image size, channels), so the second run does not recompute them.
+(split fraction and seed, image size, channels, and the files with their sizes and modification
+times), so the second run does not recompute them and a replaced image does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -98,6 +100,16 @@ class Normalize:
         if self.mode == "image_mean" and shift.shape[-2:] != x.shape[-2:]:  # uncropped evaluation images
             shift = F.interpolate(shift[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
         return (x - shift) / self.scale
+
+
+def files_fingerprint(paths: Iterable[str]) -> str:
+    """A digest of the files' names, sizes and modification times (one ``os.stat`` each, nothing read):
+    it changes when an image is added, removed or replaced."""
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        st = os.stat(path)
+        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def cached_stats(cache_dir: Path | None, key: dict[str, Any], compute: Callable[[], Stats]) -> Stats:

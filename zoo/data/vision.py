@@ -14,6 +14,7 @@ import gzip
 import logging
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 
 from zoo.data.base import DATASETS
-from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError
+from zoo.engine.utils import atomic_path
+from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError, brief
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +114,37 @@ TORCHVISION: dict[str, TorchvisionSpec] = {
 }
 
 
-def _gunzip_idx(folder: Path) -> None:
+def _corrupt_idx(title: str, path: Path, reason: str) -> CorruptDataError:
+    return CorruptDataError(f"{title}: cannot read {path} ({reason}); the file is corrupt or truncated: download it again "
+                            f"(delete it and set data.download=true) or check the files in {path.parent}")
+
+
+def _gunzip_idx(title: str, folder: Path) -> None:
     """torchvision reads MNIST's idx files uncompressed; unpack ``*.gz`` copies placed by hand."""
     for gz in folder.glob("*-ubyte.gz"):
         target = gz.with_suffix("")
         if not target.exists():
-            tmp = target.with_name(f".{target.name}.tmp")
-            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                try:
+                    with gzip.open(gz, "rb") as src, open(tmp, "xb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                    raise _corrupt_idx(title, gz, brief(str(e)) or type(e).__name__) from None
+
+
+def _bad_idx_file(title: str, folder: Path) -> CorruptDataError | None:
+    """The first idx file of ``folder`` that torchvision's reader fails on, as a :class:`CorruptDataError`."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    for name, read in (("train-images-idx3", read_image_file), ("train-labels-idx1", read_label_file),
+                       ("t10k-images-idx3", read_image_file), ("t10k-labels-idx1", read_label_file)):
+        path = folder / f"{name}-ubyte"
+        if path.is_file():  # a missing one is torchvision's "not found"
+            try:
+                read(str(path))
+            except Exception as e:  # noqa: BLE001 - header assertions, reshape, dtype: all a bad file
+                return _corrupt_idx(title, path, brief(str(e)) or "not an idx file: bad header")
+    return None
 
 
 def load_torchvision(spec: TorchvisionSpec, name: str, root: str, download: bool = False, val_fraction: float = 0.1,
@@ -131,11 +155,16 @@ def load_torchvision(spec: TorchvisionSpec, name: str, root: str, download: bool
     hint = f"set data.download=true on a machine with internet access, or put {spec.layout} there"
     if not download and not folder.is_dir():
         raise DataNotFoundError(f"{spec.title} not found: expected the directory {folder} (data.root={base}); {hint}")
-    if spec.folder.endswith("raw") and folder.is_dir():
-        _gunzip_idx(folder)
+    idx = spec.folder.endswith("raw")
+    if idx and folder.is_dir():
+        _gunzip_idx(spec.title, folder)
     try:
         train, test = spec.open(base, True, download), spec.open(base, False, download)
-    except RuntimeError as e:
+    except (AssertionError, ValueError, TypeError, RuntimeError) as e:
+        if idx and (bad := _bad_idx_file(spec.title, folder)) is not None:
+            raise bad from None
+        if not isinstance(e, RuntimeError):
+            raise
         raise DataNotFoundError(f"{spec.title} in {folder} is incomplete or corrupted ({e}); {hint}") from None
     except OSError as e:
         raise DataNotFoundError(f"{spec.title}: could not download or read {folder} ({e}); {hint}") from None
@@ -168,6 +197,23 @@ def tensors_of(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     else:
         return None
     return x.contiguous(), torch.as_tensor(labels_of(ds))
+
+
+def data_files(ds: Dataset) -> list[str]:
+    """The files ``ds`` reads its images from (an image folder's images, MNIST's idx files, CIFAR's
+    pickles, SVHN's ``.mat``), for fingerprinting; empty for a dataset of another kind."""
+    if isinstance(ds, Subset):
+        return data_files(ds.dataset)
+    if isinstance(ds, tvd.DatasetFolder):
+        return [path for path, _ in ds.samples]
+    if isinstance(ds, tvd.MNIST):
+        prefix = "train" if ds.train else "t10k"
+        return [os.path.join(ds.raw_folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
+    if isinstance(ds, tvd.CIFAR10):
+        return [os.path.join(ds.root, ds.base_folder, name) for name, _ in (ds.train_list if ds.train else ds.test_list)]
+    if isinstance(ds, tvd.SVHN):
+        return [os.path.join(ds.root, ds.filename)]
+    return []
 
 
 # ---- image folders ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import logging
 import os
 import pickle
 import random
-import tempfile
+import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from zoo.errors import CheckpointError
+from zoo.engine.utils import write_atomic
+from zoo.errors import CheckpointError, brief
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +39,10 @@ VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
 
-    A crash at any point leaves either the previous file or the new one, never a torn file.
+    A crash at any point leaves either the previous file or the new one, never a torn file; a full
+    disk (or a read-only one) is a one-line :class:`~zoo.errors.WriteError` (a ``CheckpointError``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(state, f), binary=True, fsync=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -63,19 +54,35 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        unsafe = _UNSAFE.search(str(e))
+        if unsafe:
             raise CheckpointError(
-                f"refusing to load {path}: it contains pickled code or objects, not only tensors ({first[:160]}); "
+                f"refusing to load {path}: it contains pickled code or objects, not only tensors ({unsafe.group(1)}); "
                 "only load checkpoints you trust, and re-save them as plain state_dicts"
             ) from None
-        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}; the file is corrupt or truncated") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first[:200]}; the file is corrupt or truncated") from None
+        raise _corrupt(path, e) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, struct.error) as e:
+        raise _corrupt(path, e) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict or state_dict")
     return state
+
+
+#: what torch's weights_only unpickler says of a global (a class, a function: code) it refuses to import
+_UNSAFE = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([A-Za-z_][\w.]*)")
+
+
+def _corrupt(path: Path, error: Exception) -> CheckpointError:
+    """Random bytes, a truncated zip, a pickle torch cannot read: the first sentence of why."""
+    if isinstance(error, pickle.UnpicklingError):  # after torch's paragraph about weights_only comes the reason
+        detail = str(error).partition("WeightsUnpickler error:")[2] or str(error)
+    elif isinstance(error, (RuntimeError, OSError)):
+        detail = str(error)
+    else:  # KeyError '101', EOFError
+        detail = f"{type(error).__name__} {error}"
+    detail = "0 bytes" if path.stat().st_size == 0 else brief(detail)
+    return CheckpointError(f"cannot read checkpoint {path}: {detail}; the file is corrupt or truncated "
+                           "(copy it again or use another checkpoint)")
 
 
 def is_zoo_checkpoint(state: dict[str, Any]) -> bool:

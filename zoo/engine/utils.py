@@ -2,55 +2,61 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 import random
-import tempfile
+import re
+import uuid
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, WriteError, brief
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; explicit names are checked against the machine."""
+def resolve_device(name: str = "auto", key: str = "trainer.device") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; explicit names are checked against the machine.
+    Errors name the setting as ``key`` (``device`` in evaluate.yaml)."""
     name = str(name).lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown trainer.device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"unknown {key} {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device=cuda but no CUDA GPU is available here; use trainer.device=auto or cpu")
+            raise ConfigError(f"{key}=cuda but no CUDA GPU is available here; use {key}=auto or cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise ConfigError(f"{key}={name} but only {torch.cuda.device_count()} GPU(s) are visible")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=auto or cpu")
+            raise ConfigError(f"{key}=mps but MPS is not available here; use {key}=auto or cpu")
     elif device.type != "cpu":
-        raise ConfigError(f"unsupported trainer.device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"unsupported {key} {name!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
-def resolve_precision(precision: str | int, device: torch.device) -> str:
-    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (with a grad scaler) on older ones, fp32 elsewhere."""
+def resolve_precision(precision: str | int, device: torch.device, key: str = "trainer.precision") -> str:
+    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (with a grad scaler) on older ones, fp32 elsewhere.
+    Errors name the setting as ``key``."""
     p = str(precision)
     if p not in PRECISIONS:
-        raise ConfigError(f"unknown trainer.precision {p!r}; use one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown {key} {p!r}; use one of {', '.join(PRECISIONS)}")
     if p == "auto":
         if device.type != "cuda":
             return "32"
         return "bf16" if torch.cuda.is_bf16_supported() else "16"
     if p == "16" and device.type != "cuda":
-        raise ConfigError("trainer.precision=16 needs a CUDA GPU; use precision=bf16 or 32 on CPU")
+        raise ConfigError(f"{key}=16 needs a CUDA GPU; use {key}=bf16 or 32 on CPU")
     return p
 
 
@@ -84,24 +90,88 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
-    """Call ``write`` on a temp file next to ``path``, then rename it over ``path``: a reader never
-    sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+#: the ``[enforce fail at inline_container.cc:672] .`` prefix of torch's writer errors
+_TORCH_ENFORCE = re.compile(r"^\s*\[enforce fail at [^\]]*\][\s.]*")
+
+
+def _write_failure(error: BaseException) -> OSError | RuntimeError | None:
+    """The I/O error behind a failed write: an ``OSError``, also the one under torch's writer's
+    ``RuntimeError`` (``enforce fail ... unexpected pos``), or that ``RuntimeError``; None for anything else (a bug)."""
+    if isinstance(error, OSError):
+        return error
+    if not isinstance(error, RuntimeError):
+        return None
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError):
+        return cause
+    return error if re.search(r"inline_container|PytorchStreamWriter|unexpected pos", str(error)) else None
+
+
+def _failure_message(path: Path, error: OSError | RuntimeError, existed: bool) -> str:
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        reason = reason[:1].lower() + reason[1:]
+    else:  # torch's writer alone: a short write, nearly always a full disk
+        reason = f"the write was cut short ({brief(_TORCH_ENFORCE.sub('', str(error)))})"
+    kept = f"the previous {path.name} is intact" if existed else "no partial file was left"
+    access = isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    fix = "choose a writable hydra.run.dir" if access else "free disk space or choose another hydra.run.dir"
+    return f"cannot write {path}: {reason}; {kept}; {fix}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh (not yet existing) path next to ``path`` to fill; renamed over ``path`` at the end of the
+    block, so a reader sees the old file or the new one, never half a file. On failure it is removed,
+    and an I/O error (disk full, read-only, no permission, torch's writer) becomes a one-line
+    :class:`~zoo.errors.WriteError` naming the file and the reason."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    existed = path.exists()
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        failure = _write_failure(e)
+        if failure is None:
+            raise
+        raise WriteError(_failure_message(path, failure, existed)) from None
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False,
+                 fsync: bool = False) -> Path:
+    """Call ``write`` on a new file (the mode any file gets under the umask) inside :func:`atomic_path`;
+    ``fsync`` makes it durable before the rename."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(path)
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` as strict JSON takes it: NaN and infinities as None (``null``), numpy/torch scalars as floats."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    """Write strict JSON (non-finite numbers as ``null``) atomically (temp file + rename), so a reader
+    never sees half a file."""
 
-    def dump(f: TextIO) -> None:
-        json.dump(data, f, indent=2, sort_keys=False, default=float)
+    def dump(f: IO[str]) -> None:
+        json.dump(_strict_json(data), f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")
 
     write_atomic(path, dump)

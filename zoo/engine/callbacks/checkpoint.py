@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.engine.callbacks.base import Monitored
 from zoo.engine.checkpoint import save_checkpoint
+from zoo.engine.utils import atomic_path
 from zoo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,15 +29,13 @@ log = logging.getLogger(__name__)
 
 def _place(source: Path, target: Path, link: bool) -> None:
     """``target`` becomes ``source``'s content atomically: a hard link where the file system allows, else a copy."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        if not link:
-            raise OSError
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        try:
+            if not link:
+                raise OSError
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 class ModelCheckpoint(Monitored):
@@ -157,4 +156,4 @@ class ModelCheckpoint(Monitored):
         if not self.top:
             return {}
         value, epoch, _ = self.top[0]
-        return {"best_epoch": epoch - 1, f"best/{self.monitor}": value, "best_checkpoint": str(self.best_model_path)}
+        return {"best_epoch": epoch, f"best/{self.monitor}": value, "best_checkpoint": str(self.best_model_path)}

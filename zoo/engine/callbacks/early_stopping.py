@@ -50,7 +50,7 @@ class EarlyStopping(Monitored):
         self.bad_epochs = 0 if self.tracker.update(value, trainer.state.epoch) else self.bad_epochs + 1
         if self.bad_epochs >= self.patience:  # type: ignore[operator]
             trainer.state.should_stop = True
-            self.stopped_epoch = trainer.state.epoch
+            self.stopped_epoch = trainer.state.epoch + 1  # completed epochs, as best_epoch and epoch=N
             log.info("early stopping: %s did not improve for %d epochs (best %.4f at epoch %d)",
                      self.monitor, self.bad_epochs, self.tracker.best, self.tracker.best_epoch + 1)
 

@@ -24,8 +24,9 @@ class NonFiniteLossError(ZooError, FloatingPointError):
 
 class NonFiniteLoss(Callback):
     """``policy: raise`` stops the run naming the first step whose loss is NaN/inf, before anything
-    trained on it is checkpointed; ``policy: skip`` drops such a batch's update on every process and
-    counts it (``skipped_steps``).
+    trained on it is checkpointed; ``policy: skip`` drops such a batch's update on every process,
+    puts back the model's buffers its forward pass changed (batch-norm statistics), counts it
+    (``skipped_steps``) and sums the epoch's skips up in one warning at its end.
 
     ``raise`` costs no synchronisation per step on an accelerator: the first bad step is remembered
     on the device and checked every ``trainer.log_every_n_steps`` steps, at epoch ends and before
@@ -39,6 +40,19 @@ class NonFiniteLoss(Callback):
             raise ConfigError(f"callbacks.nonfinite.policy must be raise or skip, got {policy!r}")
         self.policy = policy
         self._first_bad: torch.Tensor | None = None  # device-side step number, -1 while all are finite
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # skip: (buffer, its value before the batch)
+        self._epoch_start, self._epoch_first = 0, 0  # skip: skipped_steps when the epoch began, its first skipped step
+
+    def on_fit_start(self, trainer: Trainer, task: Task) -> None:
+        if self.policy == "skip":
+            self._buffers = [(b, b.detach().clone()) for b in task.model.buffers()]
+
+    def on_train_epoch_start(self, trainer: Trainer, task: Task) -> None:
+        self._epoch_start, self._epoch_first = trainer.state.skipped_steps, 0
+
+    def on_train_batch_start(self, trainer: Trainer, task: Task, batch: Any, batch_idx: int) -> None:
+        for buffer, saved in self._buffers:
+            saved.copy_(buffer)
 
     def on_before_backward(self, trainer: Trainer, task: Task, loss: Any) -> None:
         bad = ~torch.isfinite(loss.detach())
@@ -46,8 +60,10 @@ class NonFiniteLoss(Callback):
         if self.policy == "skip":
             if distributed.any_rank(bool(bad), trainer.device):
                 trainer.state.skip_batch = True
-                log.warning("non-finite loss at step %d (epoch %d, batch %d): update skipped (%d so far)", step,
-                            trainer.state.epoch + 1, trainer.state.batch_idx + 1, trainer.state.skipped_steps + 1)
+                self._epoch_first = self._epoch_first or step
+                with torch.no_grad():  # the forward pass of a NaN batch has already run into the running statistics
+                    for buffer, saved in self._buffers:
+                        buffer.copy_(saved)
         elif loss.device.type == "cpu":
             if bool(bad):
                 self._raise(step)
@@ -74,6 +90,10 @@ class NonFiniteLoss(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None:
         self.check()
+        total = trainer.state.skipped_steps
+        if total > self._epoch_start:
+            log.warning("%d updates skipped in epoch %d (%d so far): non-finite loss, first at step %d",
+                        total - self._epoch_start, trainer.state.epoch + 1, total, self._epoch_first)
 
     def on_save_checkpoint(self, trainer: Trainer, task: Task, checkpoint: dict[str, Any]) -> None:
         self.check()
