@@ -54,7 +54,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert float(ok["wall_s"]) > 0
     table = summary.read_text().splitlines()
     assert "| job | overrides | status | monitor | best | test | wall_s | error |" in table
-    assert any(line.startswith(f"| 0 | optimizer.lr=-1 | failed |") and line.endswith(f"| {error} |") for line in table)
+    assert any(line.startswith("| 0 | optimizer.lr=-1 | failed |") and line.endswith(f"| {error} |") for line in table)
     row = f"| 1 | optimizer.lr=0.01 | ok | val/acc | {ok['best']} | {ok['test']} |"
     assert any(line.startswith(row) for line in table)
 

@@ -4,7 +4,6 @@ corrected command runs in the same directory."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest

@@ -27,7 +27,7 @@ from zoo.engine.optim import check_warmup
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
-from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted, ZooError
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options
