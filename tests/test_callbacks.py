@@ -121,8 +121,9 @@ def test_user_callback_from_config_sees_the_hooks_in_order(tmp_path: Path) -> No
     assert calls.count("on_eval_batch_end") == 3 + 2  # limit_val_batches, limit_test_batches
     state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     assert state["callbacks"]["recorder"]["note"] == "hi"
-    train(make_cfg(tmp_path / "b", *FAST, f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.pt'}",
-                   "+callbacks.recorder._target_=tests.test_callbacks.Recorder", f"+callbacks.recorder.path={tmp_path / 'b.json'}"))
+    resume = [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.pt'}", "+callbacks.recorder._target_=tests.test_callbacks.Recorder",
+              f"+callbacks.recorder.path={tmp_path / 'b.json'}", "resume.allow_changes=true"]
+    train(make_cfg(tmp_path / "b", *FAST, *resume), overrides=resume)
     restored = json.loads((tmp_path / "b.json").read_text())["restored"]
     assert restored == [{"note": "hi", "calls": state["callbacks"]["recorder"]["calls"]}]
 
@@ -291,7 +292,8 @@ def test_resume_into_a_new_directory_carries_the_kept_checkpoints(tmp_path: Path
     train(make_cfg(tmp_path / "a", *common, "trainer.max_epochs=2"))
     kept_a = {p.name for p in _named(tmp_path / "a")}
     assert len(kept_a) == 2
-    train(make_cfg(tmp_path / "b", *common, "trainer.max_epochs=3", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"))
+    resume = ["trainer.max_epochs=3", f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"]
+    train(make_cfg(tmp_path / "b", *common, *resume), overrides=resume)
     top = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["callbacks"]["checkpoint"]["top"]
     kept_b = {p.name for p in _named(tmp_path / "b")}
     assert kept_b == {t[2] for t in top} and len(kept_b) == 2  # the best two of epochs 1-3, wherever they were written
