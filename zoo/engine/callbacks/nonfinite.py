@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,6 +56,10 @@ class NonFiniteLoss(Callback):
             saved.copy_(buffer)
 
     def on_before_backward(self, trainer: Trainer, task: Task, loss: Any) -> None:
+        if self.policy == "raise" and loss.device.type == "cpu":  # the cheapest check: a CPU scalar's value
+            if not math.isfinite(loss.item()):
+                self._raise(trainer.state.global_step + 1)
+            return
         bad = ~torch.isfinite(loss.detach())
         step = trainer.state.global_step + 1
         if self.policy == "skip":
@@ -64,9 +69,6 @@ class NonFiniteLoss(Callback):
                 with torch.no_grad():  # the forward pass of a NaN batch has already run into the running statistics
                     for buffer, saved in self._buffers:
                         buffer.copy_(saved)
-        elif loss.device.type == "cpu":
-            if bool(bad):
-                self._raise(step)
         else:
             first = self._first_bad if self._first_bad is not None else torch.tensor(-1, device=loss.device)
             self._first_bad = torch.where(bad & (first < 0), torch.tensor(step, device=loss.device), first)
