@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.data import DataModule, build_datamodule
-from zoo.data.tta import TTAModel, build_tta, center_views
+from zoo.data.tta import build_tta
 from zoo.engine import distributed
 from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
@@ -34,7 +35,7 @@ from zoo.schema import check_config, check_options
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
-from zoo.transfer import TransferConfig, build_transfer, strict_loading
+from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
 
@@ -127,17 +128,47 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None,
 
 def fill_from_info(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with its null keys that the data's ``info`` provides filled in (e.g. a captioner's
-    ``vocab_size`` and the captioning task's ``vocab``, known once the training captions are read)."""
+    ``vocab_size`` and its task's ``vocab``, known once the training captions are read)."""
     return {k: info[k] if v is None and k in info else v for k, v in cfg.items()}
 
 
-def _log_confusion(logger: LoggerCollection, task: Task, class_names: list[str], tag: str, step: int) -> None:
-    matrix = getattr(getattr(task, "confusion", None), "matrix", None)
-    if matrix is None or not logger:
-        return
-    from zoo.metrics.classification import confusion_figure
+@dataclass
+class Run:
+    """What ``train`` and ``evaluate`` both assemble from a config: the data, the model, its task."""
 
-    logger.log_figure(tag, confusion_figure(matrix, class_names), step)
+    data: DataModule
+    model: torch.nn.Module
+    task: Task
+    policy: TransferPolicy | None = None
+
+
+def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any] | None = None) -> Run:
+    """The data, model and task of run config ``c`` (``data``, ``model``, ``task``, ``augmentation``,
+    ``transfer``, ``seed``). With a zoo ``checkpoint`` (evaluation) the weights come from it instead of
+    any ``*pretrained`` source, the data learns the training run's vocabulary and the like, and
+    neither augmentation nor a transfer policy applies."""
+    data = build_datamodule(c["data"], c.get("augmentation") if checkpoint is None else None, device=device,
+                            seed=int(c.get("seed", 0)))
+    model_cfg = c["model"]
+    if checkpoint is not None:
+        data.info.update((checkpoint.get("data_info") or {}).get("info") or {})
+        model_cfg = {**model_cfg, "pretrained": None, **{k: None for k in model_cfg if k.endswith("_pretrained")}}
+    model, info = build_model(model_cfg, data, c.get("transfer"))
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{c.get('ckpt_path')}: weights do not fit model {model_cfg['name']}: "
+                                  f"{str(e).splitlines()[0]}") from None
+    task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
+    task.set_class_names(data.class_names)
+    policy = build_transfer(c.get("transfer"), model) if checkpoint is None else None
+    if policy is not None:
+        task.param_lr_mult = policy.lr_mult
+        log.info(policy.describe())
+        if not model_cfg.get("pretrained") and policy.trainable < len(policy.stages):
+            log.warning("transfer=%s without model.pretrained: the frozen stages keep their random initialisation", policy.cfg.name)
+    return Run(data, model, task, policy)
 
 
 def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64) -> None:
@@ -167,17 +198,8 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         log.info("distributed: %d processes, %s backend", dist_env.world_size, torch.distributed.get_backend())
 
     model_name = c["model"]["name"]
-    model_info(model_name)  # fail fast on an unknown model name before loading data
-    data = build_datamodule(c["data"], c.get("augmentation"), device=trainer_device, seed=int(c["seed"]))
-    model, info = build_model(c["model"], data, c.get("transfer"))
-    task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
-    task.set_class_names(data.class_names)
-    policy = build_transfer(c.get("transfer"), model)
-    if policy is not None:
-        task.param_lr_mult = policy.lr_mult
-        log.info(policy.describe())
-        if not c["model"].get("pretrained") and policy.trainable < len(policy.stages):
-            log.warning("transfer=%s without model.pretrained: the frozen stages keep their random initialisation", policy.cfg.name)
+    run = build_run(c, trainer_device)
+    data, model, task, policy = run.data, run.model, run.task, run.policy
     n_params, n_trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     log.info(
         "model %s (%s parameters, %s trainable) | data %s %s, %d classes, %dx%d | device %s",
@@ -198,7 +220,7 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     _log_augmented_images(logger, data.train)
     run_info = {
         "model_name": model_name,
-        "task": info["task"],
+        "task": model_info(model_name)["task"],
         "config": c,
         "data_info": {"class_names": data.class_names, "mean": data.mean, "std": data.std, "num_classes": data.num_classes,
                       "info": data.info},
@@ -225,12 +247,11 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             best = trainer.best_checkpoint
             if best is not None:
                 model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
-            task.final_evaluation = True
             test = trainer.test(task, data.test)
             result["test"] = test
             logger.log_scalars({f"test/{k}": v for k, v in test.items()}, trainer.state.global_step)
-            _log_confusion(logger, task, data.class_names, "test/confusion_matrix", trainer.state.global_step)
             log.info("test (%s weights): %s", "best" if best is not None else "final", _fmt(test))
+            task.report(logger, "test", trainer.state.global_step)
         result["wall_time_s"] = time.perf_counter() - start
         result["history"] = fit["history"]
         if main and not dry:
@@ -254,24 +275,6 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _evaluate_tta(trainer: Trainer, task: Task, model: torch.nn.Module, loader: Any, tta_cfg: dict[str, Any],
-                  size: int, split: str) -> dict[str, float]:
-    """Metrics of ``task`` with its model averaged over the views of ``tta_cfg``; empty for ``tta=none``."""
-    views = build_tta(tta_cfg, size)
-    if views is None:
-        return {}
-    task.model = TTAModel(model, views)
-    try:
-        return trainer.evaluate(task, loader, f"{split} tta={tta_cfg['name']}")
-    except RuntimeError as e:
-        if tta_cfg.get("views") != "full":
-            raise
-        raise ConfigError(f"tta.views=full needs a model that takes any input size (global pooling); use tta.views=ten_crop "
-                          f"({str(e).splitlines()[0]})") from None
-    finally:
-        task.model = model
-
-
 @_in_claimed_run(_check_evaluate)
 def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
@@ -281,50 +284,43 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if state.get("format") != FORMAT or "config" not in state:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
     train_cfg = state["config"]
-    data_cfg = {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}}
+    run_cfg = {**train_cfg, "ckpt_path": c["ckpt_path"],
+               "data": {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}},
+               "task": {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}}
     device, precision = c.get("device", "auto"), c.get("precision", "auto")
     resolve_precision(precision, resolve_device(device, key="device"), key="precision")  # errors name evaluate.yaml's keys
-    trainer_cfg = TrainerConfig(max_epochs=1, device=device, precision=precision)
     tta_cfg = c.get("tta") or {"name": "none"}
     build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
     if tta_cfg.get("name", "none") != "none":
-        data_cfg["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
+        run_cfg["data"]["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
     progress = [Progress()] if c.get("progress_bar", True) else []
-    trainer = Trainer(trainer_cfg, run_dir, build_loggers(c.get("logger"), run_dir), callbacks=progress)
-    data = build_datamodule(data_cfg, None, device=trainer.device, seed=int(train_cfg.get("seed", 0)))
-    data.info.update((state.get("data_info") or {}).get("info") or {})  # the training run's vocabulary etc.
-    model_cfg = {**train_cfg["model"], "pretrained": None}
-    model_cfg.update({k: None for k in model_cfg if k.endswith("_pretrained")})  # e.g. a captioner's encoder: weights come from the checkpoint
-    model, info = build_model(model_cfg, data)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{c['ckpt_path']}: weights do not fit model {model_cfg['name']}: {str(e).splitlines()[0]}") from None
-    task_cfg = {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}
-    task = trainer.setup(build_task(fill_from_info(task_cfg, data.info), model, info["task"], num_classes=data.num_classes))
-    task.set_class_names(data.class_names)
-    task.final_evaluation = True
+    trainer = Trainer(TrainerConfig(max_epochs=1, device=device, precision=precision), run_dir,
+                      build_loggers(c.get("logger"), run_dir), callbacks=progress)
+    run = build_run(run_cfg, trainer.device, checkpoint=state)
+    task, data = trainer.setup(run.task), run.data
     split = c.get("split", "test")
     try:
+        single, averaged = task.evaluation_views(tta_cfg, data.image_size)
         tta_metrics: dict[str, float] = {}
-        if info["task"] == "classification":  # views of an image average class scores; other tasks see it whole
-            tta_metrics = _evaluate_tta(trainer, task, model, data.loader(split), tta_cfg, data.image_size, split)
-            task.model = TTAModel(model, center_views(data.image_size))  # the single central crop
-        metrics = trainer.test(task, data.loader(split), split)
-        task.model = model
+        if averaged is not None:
+            with task.evaluating_with(averaged):
+                tta_metrics = _with_full_views_hint(lambda: trainer.test(task, data.loader(split), f"{split} tta={tta_cfg['name']}"),
+                                                    tta_cfg)
+        with task.evaluating_with(single):
+            metrics = trainer.test(task, data.loader(split), split)
         written = task.write_predictions(run_dir, split)
         with torch.no_grad():
             task.on_validation_end(trainer.logger, 0)
         trainer.logger.log_scalars({f"{split}/{k}": v for k, v in metrics.items()}, 0)
         result: dict[str, Any] = {
             "ckpt_path": str(c["ckpt_path"]),
-            "model": model_cfg["name"],
-            "dataset": data_cfg["name"],
+            "model": run_cfg["model"]["name"],
+            "dataset": run_cfg["data"]["name"],
             "split": split,
             "epoch": int(state.get("epoch", -1)) + 1,
             split: metrics,
         }
-        log.info("%s %s on %s/%s: %s", model_cfg["name"], c["ckpt_path"], data_cfg["name"], split, _fmt(metrics))
+        log.info("%s %s on %s/%s: %s", run_cfg["model"]["name"], c["ckpt_path"], run_cfg["data"]["name"], split, _fmt(metrics))
         if written:
             result["predictions"] = [str(p) for p in written]
             log.info("predictions written to %s", ", ".join(map(str, written)))
@@ -332,14 +328,19 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             result.update({f"{split}_tta": tta_metrics, "tta": tta_cfg})
             log.info("with test-time augmentation (%s): %s", tta_cfg["name"], _fmt(tta_metrics))
             trainer.logger.log_scalars({f"{split}_tta/{k}": v for k, v in tta_metrics.items()}, 0)
-        confusion = getattr(getattr(task, "confusion", None), "matrix", None)
-        if confusion is not None:
-            from zoo.metrics.classification import format_confusion
-
-            result["confusion_matrix"] = confusion.cpu().tolist()
-            log.info("confusion matrix (rows: true class, columns: predicted)\n%s", format_confusion(confusion, data.class_names))
-            _log_confusion(trainer.logger, task, data.class_names, f"{split}/confusion_matrix", 0)
+        result.update(task.report(trainer.logger, split, 0))  # of the last pass: the single view
         write_json(result, run_dir / "metrics.json")
         return result
     finally:
         trainer.logger.close()
+
+
+def _with_full_views_hint(evaluate: Callable[[], dict[str, float]], tta_cfg: dict[str, Any]) -> dict[str, float]:
+    """``evaluate()``; a shape error of ``tta.views=full`` (a model without global pooling) as one line."""
+    try:
+        return evaluate()
+    except RuntimeError as e:
+        if tta_cfg.get("views") != "full":
+            raise
+        raise ConfigError(f"tta.views=full needs a model that takes any input size (global pooling); use tta.views=ten_crop "
+                          f"({str(e).splitlines()[0]})") from None

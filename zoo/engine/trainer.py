@@ -149,6 +149,8 @@ class Trainer:
         return metrics
 
     def test(self, task: Task, loader: Loader, stage: str = "test") -> dict[str, float]:
+        """A final pass (``task.final_evaluation``: costly metrics such as a VAE's log-likelihood)."""
+        task.final_evaluation = True
         metrics = self.evaluate(task, loader, stage)
         self.call("on_test_end", task, metrics)
         return metrics
@@ -193,7 +195,7 @@ class Trainer:
             self.call("on_exception", task, e)
             raise
         finally:
-            task.model = self._model
+            task.undistribute()
             self.call("teardown", task)
             self.logger.flush()
         result = {"history": history, "epochs_run": s.epoch + 1 if s.epoch_done else s.epoch, "global_step": s.global_step,
@@ -208,7 +210,7 @@ class Trainer:
         unfreezing) builds a new wrapper; the parameters, and so the optimizer state, stay the same."""
         assert self._model is not None
         self._ddp_trainable = _trainable(self._model)
-        task.model = distributed.wrap_model(self._model, self.device, self.cfg.sync_batchnorm, self.cfg.find_unused_parameters)
+        task.distribute(lambda m: distributed.wrap_model(m, self.device, self.cfg.sync_batchnorm, self.cfg.find_unused_parameters))
 
     def _run_epoch(self, task: Task, step_fn: Any, train: Loader, val: Loader, epoch: int) -> dict[str, float]:
         s = self.state

@@ -16,8 +16,9 @@ batch, in that order, with only that optimizer's parameters requiring gradients,
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -64,6 +65,43 @@ class Task(nn.Module):
 
     def on_validation_end(self, logger: Any, step: int) -> None:
         """Hook after each validation pass (eval mode, no gradients); log images here."""
+
+    def report(self, logger: Any, split: str, step: int) -> dict[str, Any]:
+        """After a test pass (training's, and ``evaluate.py``'s): log what only this task knows how to
+        show (e.g. a confusion matrix) and return entries for ``metrics.json``; nothing by default."""
+        return {}
+
+    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int) -> tuple[nn.Module | None, nn.Module | None]:
+        """The model to test with (its single evaluation view) and, for ``tta`` other than ``none``, a
+        second one averaging test-time views; ``(None, None)``: the model as it is. Tasks whose
+        outputs cannot be averaged over views refuse a ``tta`` setting."""
+        name = (tta_cfg or {}).get("name", "none")
+        if name != "none":
+            raise ConfigError(f"tta={name} averages class scores over views; a {type(self).__name__} cannot use it: use tta=none")
+        return None, None
+
+    @contextmanager
+    def evaluating_with(self, model: nn.Module | None) -> Iterator[None]:
+        """Evaluate with ``model`` (a wrapper of this task's model) in its place; ``None``: unchanged."""
+        original = self.model
+        if model is not None:
+            self.model = model
+        try:
+            yield
+        finally:
+            self.model = original
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap the model for data-parallel training (DistributedDataParallel); called again when the
+        trainable parameters change, always on the unwrapped model. :meth:`undistribute` restores it."""
+        unwrapped = self.__dict__.get("_unwrapped") or self.model
+        self.__dict__["_unwrapped"] = unwrapped  # not a submodule: its parameters are the model's
+        self.model = wrap(unwrapped)
+
+    def undistribute(self) -> None:
+        unwrapped = self.__dict__.pop("_unwrapped", None)
+        if unwrapped is not None:
+            self.model = unwrapped
 
     def write_predictions(self, run_dir: Path, split: str) -> list[Path]:
         """Write what the last evaluation pass predicted (e.g. captions) under ``run_dir``; the files written.

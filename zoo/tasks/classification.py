@@ -3,6 +3,7 @@ confusion matrix."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 
 from zoo.metrics.classification import ConfusionMatrix, topk_correct
 from zoo.tasks.base import TASKS, Task
+
+log = logging.getLogger("zoo")
 
 
 @TASKS.register("classification")
@@ -57,6 +60,27 @@ class ClassificationTask(Task):
         self.confusion.reset()
         self._loss_sum = torch.zeros((), device=self.confusion.matrix.device)
         self._top5 = torch.zeros((), dtype=torch.long, device=self.confusion.matrix.device)
+
+    def set_class_names(self, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+
+    def report(self, logger: Any, split: str, step: int) -> dict[str, Any]:
+        """The confusion matrix of the last pass: logged as text and a figure, returned for ``metrics.json``."""
+        from zoo.metrics.classification import confusion_figure, format_confusion
+
+        matrix = self.confusion.matrix
+        names = getattr(self, "class_names", [str(i) for i in range(self.num_classes)])
+        log.info("confusion matrix (rows: true class, columns: predicted)\n%s", format_confusion(matrix, names))
+        if logger:
+            logger.log_figure(f"{split}/confusion_matrix", confusion_figure(matrix, names), step)
+        return {"confusion_matrix": matrix.cpu().tolist()}
+
+    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int) -> tuple[nn.Module | None, nn.Module | None]:
+        """The central crop, and the averaged views of ``tta_cfg`` (:mod:`zoo.data.tta`): class scores average."""
+        from zoo.data.tta import TTAModel, build_tta, center_views
+
+        views = build_tta(tta_cfg or {"name": "none"}, image_size)
+        return TTAModel(self.model, center_views(image_size)), TTAModel(self.model, views) if views is not None else None
 
     def compute_metrics(self) -> dict[str, float]:
         m = self.confusion.matrix
