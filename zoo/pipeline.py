@@ -178,7 +178,7 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     from torchvision.utils import make_grid
 
     batch = next(iter(loader), None)
-    if batch is None or not isinstance(batch[0], torch.Tensor):  # variable-size images (detection) come as a list
+    if batch is None or not isinstance(batch[0], torch.Tensor):  # variable-size images come as a list
         return
     images = batch[0][:count].detach().float().cpu()
     logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
