@@ -50,6 +50,15 @@ def test_a_changing_override_is_one_error_line(momentum_cosine: Path, tmp_path: 
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
 
 
+def test_repeating_the_runs_own_settings_is_no_change(momentum_cosine: Path, tmp_path: Path) -> None:
+    """The command that started the run, with ckpt_path= added (what kill_resume.py does)."""
+    ckpt = momentum_cosine / "checkpoints" / "epoch_1.pt"
+    again = [*RUN, f"ckpt_path={ckpt}"]
+    result = train(make_cfg(tmp_path, *again), overrides=again)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    _same_weights(tmp_path / "checkpoints" / "last.pt", momentum_cosine / "checkpoints" / "last.pt")
+
+
 def test_allowed_overrides_and_allow_changes(momentum_cosine: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ckpt = momentum_cosine / "checkpoints" / "last.pt"
     more = ["trainer.max_epochs=4", "trainer.limit_val_batches=1", "logger=none"]

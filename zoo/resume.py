@@ -1,7 +1,8 @@
 """Resume restores its run: ``python train.py ckpt_path=<run>/checkpoints/last.pt`` continues with
 the config stored in the checkpoint, not with today's defaults.
 
-Only settings that do not change what is trained may differ on resume (:data:`ALLOWED`: how long,
+Only settings that do not change what is trained may differ on resume (repeating the run's own
+values is always fine) (:data:`ALLOWED`: how long,
 where, how it is logged, batch limits, data location and loading). Any other override is a
 :class:`ConfigError` naming it, unless ``resume.allow_changes=true`` asks for the change; then it
 is applied and logged (an optimizer or schedule of another kind then starts with a fresh state).
@@ -71,7 +72,8 @@ def resume_config(current: dict[str, Any], overrides: Sequence[str]) -> dict[str
     stored: dict[str, Any] = copy.deepcopy(state["config"])
     allow = bool((current.get("resume") or {}).get("allow_changes", False))
     keys = [k for k in override_keys(overrides) if not _covered(k, CURRENT)]
-    refused = [k for k in keys if not _covered(k, ALLOWED)]
+    # an override that repeats the run's own value changes nothing (the command that started the run, again)
+    refused = [k for k in keys if not _covered(k, ALLOWED) and _get(current, k) != _get(stored, k)]
     if refused and not allow:
         shown = next(o for o in overrides if o.lstrip("+~").split("=", 1)[0] == refused[0])
         raise ConfigError(f"resuming {path} keeps that run's config, and {shown} would change it; allowed on resume: "
