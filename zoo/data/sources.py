@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
 from zoo.data.base import DataModule, LoaderOptions, image_loaders, tensor_loaders
 from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
-from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, stats_of
+from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, resolve_stats, stats_of
 from zoo.data.vision import ImageSource, data_files, tensors_of
 from zoo.errors import ConfigError
 from zoo.registry import Entry
@@ -118,8 +118,9 @@ def build_source_datamodule(
     seed: int,
 ) -> DataModule:
     """Open the dataset ``entry`` with the dataset keys of ``cfg`` and wrap it for the trainer."""
-    mode = check_mode(cfg.pop("normalize", "channel"))
+    mode = check_mode(cfg.pop("normalize", None))
     in_chans = int(cfg.pop("in_chans", None) or entry.metadata["in_chans"])
+    given = cfg.pop("mean", None), cfg.pop("std", None)
     num_classes = cfg.pop("num_classes", None)
     eval_crop = bool(cfg.pop("eval_crop", True))
     sizes = cfg.pop("image_size", None), cfg.pop("resize_size", None)
@@ -140,20 +141,18 @@ def build_source_datamodule(
            "files": files_fingerprint(data_files(source.train)),
            **{k: v for k, v in dataset_kwargs.items() if k not in ("root", "download", "skip_corrupt")}}
 
+    cache = source.root / ".zoo_stats"
     if opts.in_memory:
         arrays = {split: _materialize(getattr(source, split), geometry, workers) for split in ("train", "val", "test")}
         train_x = arrays["train"][0]
-        stats = cached_stats(source.root / ".zoo_stats", key, lambda: stats_of(
-            (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), mode))
+        stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
+            (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), m)))
         normalize = Normalize(stats)
         loaders: dict[str, Any] = tensor_loaders(arrays, opts, Compose([to_float, *ops, normalize]),
                                                  Compose([to_float, normalize]), device, seed)
-    elif mode == "none":
-        stats = {"mode": "none", "mean": [0.0] * in_chans, "std": [1.0] * in_chans}
-        loaders = _image_loaders(source, geometry, ops, stats, opts, workers, eval_crop, device, seed)
     else:
-        stats = cached_stats(source.root / ".zoo_stats", key, lambda: stats_of(
-            (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), mode))
+        stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
+            (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), m)))
         loaders = _image_loaders(source, geometry, ops, stats, opts, workers, eval_crop, device, seed)
     return DataModule(
         **loaders,
