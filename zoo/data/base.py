@@ -207,7 +207,7 @@ def build_datamodule(
         return build_source_datamodule(name, entry, cfg, augmentation, opts, device, seed)
     if entry.metadata.get("samples"):
         return _sample_datamodule(name, entry.obj, cfg, opts, device, seed)
-    for key in ("root", "download", "eval_crop", "resize_size"):
+    for key in ("root", "download", "eval_crop", "resize_size", "interpolation"):
         cfg.pop(key, None)  # on-disk options; unused by embedded datasets
     try:
         splits = entry.obj(**cfg)

@@ -44,21 +44,30 @@ def to_float(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tenso
 class Geometry:
     """Sizes and channels of one dataset as configured: the per-sample v2 steps that produce them."""
 
-    def __init__(self, image_size: int, resize_size: int, in_chans: int, native_chans: int) -> None:
+    def __init__(self, image_size: int, resize_size: int, in_chans: int, native_chans: int,
+                 interpolation: str | None = None) -> None:
         if in_chans not in (1, 3):
             raise ConfigError(f"data.in_chans must be 1 or 3 for image datasets, got {in_chans}")
         if image_size < 1 or resize_size < image_size:
             raise ConfigError(f"need 1 <= data.image_size <= data.resize_size; got {image_size} and {resize_size}")
         self.image_size, self.resize_size, self.in_chans = image_size, resize_size, in_chans
+        modes = [m.value for m in v2.InterpolationMode]
+        if (interpolation or "bilinear") not in modes:
+            raise ConfigError(f"unknown data.interpolation {interpolation!r}; use one of: {', '.join(modes)}")
+        self.interpolation = v2.InterpolationMode(interpolation or "bilinear")
         self.channels: list[v2.Transform] = []
         if in_chans == 3:
             self.channels = [v2.RGB()]
         elif native_chans != 1:
             self.channels = [v2.Grayscale(1)]
 
+    def resize(self) -> v2.Resize:
+        """The short side to ``resize_size`` with ``data.interpolation`` (default bilinear)."""
+        return v2.Resize(self.resize_size, interpolation=self.interpolation, antialias=True)
+
     def eval_steps(self, crop: bool = True) -> list[Any]:
         """Channels, short side to ``resize_size``, central crop (``image_size``, or the whole square)."""
-        return [*self.channels, v2.Resize(self.resize_size, antialias=True),
+        return [*self.channels, self.resize(),
                 v2.CenterCrop(self.image_size if crop else self.resize_size)]
 
     def train_steps(self, ops: list[BatchOp], fill: list[int]) -> list[Any]:
@@ -66,7 +75,7 @@ class Geometry:
         if has_geometry(ops, "resize"):
             steps: list[Any] = list(self.channels)
         elif has_geometry(ops, "crop"):
-            steps = [*self.channels, v2.Resize(self.resize_size, antialias=True)]
+            steps = [*self.channels, self.resize()]
         else:
             steps = self.eval_steps()
         return steps + [op.v2(self.image_size, fill) for op in ops]
@@ -124,6 +133,7 @@ def build_source_datamodule(
     num_classes = cfg.pop("num_classes", None)
     eval_crop = bool(cfg.pop("eval_crop", True))
     sizes = cfg.pop("image_size", None), cfg.pop("resize_size", None)
+    interpolation = cfg.pop("interpolation", None)
     dataset_kwargs = dict(cfg)
     ops = parse_augmentation(augmentation)  # a bad augmentation fails before any data is read
     try:
@@ -134,12 +144,14 @@ def build_source_datamodule(
         raise ConfigError(f"data.num_classes={num_classes} but {name} has {len(source.class_names)} classes; "
                           f"drop the override or set data.num_classes={len(source.class_names)}")
     image_size, resize_size = _resolve_sizes(*sizes, source)
-    geometry = Geometry(image_size, resize_size, in_chans, entry.metadata["in_chans"])
+    geometry = Geometry(image_size, resize_size, in_chans, entry.metadata["in_chans"], interpolation)
     workers = resolve_workers(opts.num_workers)
     key = {"dataset": name, "root": str(source.root.resolve()), "normalize": mode, "image_size": image_size,
            "resize_size": resize_size, "in_chans": in_chans, "train_size": len(source.train),  # type: ignore[arg-type]
            "files": files_fingerprint(data_files(source.train)),
            **{k: v for k, v in dataset_kwargs.items() if k not in ("root", "download", "skip_corrupt")}}
+    if geometry.interpolation != v2.InterpolationMode.BILINEAR:  # (the default keeps the caches of earlier runs)
+        key["interpolation"] = geometry.interpolation.value
 
     cache = source.root / ".zoo_stats"
     if opts.in_memory:
