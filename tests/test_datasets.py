@@ -279,3 +279,27 @@ def test_cifar_mean_per_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         build_datamodule(_cfg("cifar10", tmp_path, mean=[0.1, 0.2]))
     dm = build_datamodule(_cfg("cifar10", tmp_path, mean=[0.1, 0.2, 0.3], std=[0.5]))
     assert (dm.mean, dm.std) == ([0.1, 0.2, 0.3], [0.5] * 3)
+
+
+def test_statistics_pass_shows_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    import zoo.data.sources as sources
+    import zoo.data.stats as stats
+
+    make_image_folder(tmp_path, {"train": 10, "val": 1}, FOLDER_CLASSES)  # 30 training images
+    monkeypatch.setattr(sources, "DECODE_BATCH", 4)
+    cfg = _cfg("imagefolder", tmp_path, image_size=16, val_dir="val", in_memory=False)
+    with caplog.at_level(logging.INFO, logger="zoo.data.stats"):
+        build_datamodule(cfg)  # stderr is not a terminal here: log lines
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("normalisation statistics:")]
+    assert lines[0] == "normalisation statistics: 30 images to read"
+    assert lines[1:] == [f"normalisation statistics: {n}/30 images ({100 * n // 30}%)" for n in (4, 8, 12, 16, 20, 24, 28, 30)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo.data.stats"):
+        build_datamodule(cfg)  # cached: no pass
+    assert not [r for r in caplog.records if "images" in r.getMessage()]
+    monkeypatch.setattr(stats, "on_terminal", lambda: True)
+    capsys.readouterr()
+    build_datamodule({**cfg, "image_size": 12})  # another key: a pass, as a tqdm bar on stderr
+    err = capsys.readouterr().err
+    assert "normalisation statistics:" in err and "/30 [" in err and "img/s" in err

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 CROP_RATIO = 224 / 256
 #: images converted per call when the in-memory path resizes a whole split
 CHUNK = 4096
+#: images per batch when a split is decoded once (for statistics, or into memory)
+DECODE_BATCH = 256
 
 
 def to_float(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -93,7 +95,7 @@ def _resolve_sizes(image_size: int | None, resize_size: int | None, source: Imag
 
 def _decoded(ds: Dataset, steps: list[Any], workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Decode ``ds`` once through ``steps`` (ending at a fixed size): uint8 ``(N, C, H, W)`` batches and labels."""
-    loader = DataLoader(TransformedDataset(ds, v2.Compose([v2.ToImage(), *steps])), batch_size=256,
+    loader = DataLoader(TransformedDataset(ds, v2.Compose([v2.ToImage(), *steps])), batch_size=DECODE_BATCH,
                         num_workers=workers, collate_fn=collate_skipping)
     for x, y, _ in one_line_errors(loader):
         if x is not None:
@@ -164,7 +166,8 @@ def build_source_datamodule(
                                                  Compose([to_float, normalize]), device, seed)
     else:
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
-            (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), m)))
+            (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), m,
+            total=len(source.train))))  # type: ignore[arg-type]
         loaders = _image_loaders(source, geometry, ops, stats, opts, workers, eval_crop, device, seed)
     return DataModule(
         **loaders,

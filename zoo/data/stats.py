@@ -17,8 +17,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,10 +119,41 @@ class StatsAccumulator:
         return fixed_stats(self.mode, len(mean))  # type: ignore[return-value]
 
 
-def stats_of(batches: Iterable[torch.Tensor], mode: str) -> Stats:
-    """Statistics of ``mode`` over an iterable of image batches in [0, 1]."""
-    acc = StatsAccumulator(mode)
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def with_progress(batches: Iterable[torch.Tensor], total: int | None, desc: str,
+                  every: int = 10) -> Iterator[torch.Tensor]:
+    """``batches`` as they come, counting their images out of ``total``: a tqdm bar on a terminal,
+    otherwise (cluster logs) a log line every ``every`` percent; nothing without a ``total``."""
+    if not total:
+        yield from batches
+        return
+    if on_terminal():
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
+            for batch in batches:
+                bar.update(len(batch))
+                yield batch
+        return
+    log.info("%s: %s images to read", desc, f"{total:,}")
+    done, next_line = 0, every
     for batch in batches:
+        done += len(batch)
+        percent = 100 * done // total
+        if percent >= next_line:
+            log.info("%s: %s/%s images (%d%%)", desc, f"{done:,}", f"{total:,}", percent)
+            next_line = (percent // every + 1) * every
+        yield batch
+
+
+def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None) -> Stats:
+    """Statistics of ``mode`` over an iterable of image batches in [0, 1]; with the ``total`` number of
+    images, the pass shows its progress (:func:`with_progress`)."""
+    acc = StatsAccumulator(mode)
+    for batch in with_progress(batches, total, "normalisation statistics"):
         acc.update(batch)
     return acc.result()
 
