@@ -344,3 +344,52 @@ def test_resolved_preprocessing_reaches_the_image_folder_loaders(tmp_path: Path)
         tv = ResNet50_Weights.IMAGENET1K_V2.transforms(crop_size=20, resize_size=resize)  # torchvision's own pipeline
         expected = torch.stack([tv(Image.open(f).convert("RGB")) for f in files])
         assert ((x - expected).abs().max() < 0.05) == close
+
+
+def test_interpolation_of_image_folders(tmp_path: Path) -> None:
+    from tests.data_fixtures import make_image_folder
+    from zoo.data import build_datamodule
+
+    make_image_folder(tmp_path, {"train": 2, "val": 1}, ["cat", "dog"])
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 16, "batch_size": 4, "num_workers": 0,
+           "val_dir": "val", "in_memory": False, "normalize": "none"}
+    bilinear, bicubic = (next(iter(build_datamodule({**cfg, "interpolation": mode}).test))[0] for mode in ("bilinear", "bicubic"))
+    assert torch.equal(bilinear, next(iter(build_datamodule(cfg).test))[0]) and not torch.equal(bilinear, bicubic)
+    with pytest.raises(ConfigError, match=r"^unknown data.interpolation 'cubic'; use one of: nearest, .*bicubic"):
+        build_datamodule({**cfg, "interpolation": "cubic"})
+
+
+def test_training_from_torchvision_weights_uses_their_preprocessing(
+        tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Through zoo.pipeline.train, with the one call it is to make (resolve_data_config before
+    build_datamodule) patched in here."""
+    from omegaconf import OmegaConf
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    import zoo.pipeline as pipeline
+    from tests.data_fixtures import make_image_folder
+    from zoo.data.pretrained import resolve_data_config
+
+    _cache_torchvision_squeezenet(torch_home)
+    make_image_folder(tmp_path / "images", {"train": 4, "val": 1}, ["cat", "dog", "fox"])
+    cfg = make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", "model=squeezenet1_1",
+                   "model.pretrained=torchvision:squeezenet1_1", "data=imagefolder", f"data.root={tmp_path / 'images'}",
+                   "data.image_size=32", "data.num_workers=0", "data.val_dir=val", "data.batch_size=6")
+    build = pipeline.build_datamodule
+
+    def resolved_build(data_cfg: dict, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        data_cfg, note = resolve_data_config(data_cfg, OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+        if note:
+            logging.getLogger("zoo").info(note)
+        return build(data_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_datamodule", resolved_build)
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        pipeline.train(cfg)
+    reference = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()
+    stored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["data_info"]
+    assert (stored["mean"], stored["std"]) == (reference.mean, reference.std)
+    assert not (tmp_path / "images" / ".zoo_stats").exists()
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("preprocessing of")] == [
+        "preprocessing of torchvision:squeezenet1_1.IMAGENET1K_V1: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225), "
+        "resize 37, crop 32, bilinear; override with data.mean/data.std (data.normalize, data.resize_size, data.interpolation)"]
