@@ -17,11 +17,10 @@ from zoo.registry import close_names
 
 TORCHVISION = "torchvision:"
 
-#: torchvision's builders of these weights re-normalise ImageNet-normalised inputs inside the network
+#: torchvision's builder of these weights re-normalises ImageNet-normalised inputs inside the network
 #: (``transform_input=True``: ``x * std / 0.5 + (mean - 0.5) / 0.5``, i.e. the pixels mapped to [-1, 1]);
 #: zoo's models leave normalisation to the data, so the data takes that mapping's mean and std
-TRANSFORM_INPUT = {"GoogLeNet_Weights": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-                   "Inception_V3_Weights": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+TRANSFORM_INPUT = {"GoogLeNet_Weights": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
 @dataclass(frozen=True)
