@@ -152,11 +152,17 @@ def test_zoo_list() -> None:
     import subprocess
     import sys
 
+    import torchvision
+
     proc = subprocess.run([sys.executable, "-m", "zoo", "list", "lenet*"], capture_output=True, text=True, check=True)
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].split() == ["model", "task", "family", "input", "params"]
+    assert lines[0].split() == ["model", "task", "family", "input", "params", "weights"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["lenet5"][1] == "classification" and rows["lenet5"][-1] == "61,706"
+    assert rows["lenet5"][1] == "classification" and rows["lenet5"][-2:] == ["61,706", "-"]
+    proc = subprocess.run([sys.executable, "-m", "zoo", "list", "res*"], capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: line.split() for line in proc.stdout.strip().splitlines()[1:]}
+    assert rows["resnet50"][-1] == ",".join(w.name for w in torchvision.models.ResNet50_Weights)  # IMAGENET1K_V1,V2
+    assert rows["resnext101_64x4d"][-1] == "IMAGENET1K_V1" and rows["resnet20"][-1] == "-"
 
 
 def test_zoo_list_names_an_unknown_task_and_stops_quietly_on_a_closed_pipe() -> None:

@@ -80,3 +80,13 @@ def test_random_affine_is_reproducible_and_moves_pixels() -> None:
     assert not torch.allclose(a, x)
     identity = RandomAffine(degrees=0, translate=0, scale=(1, 1))(x, torch.Generator())
     torch.testing.assert_close(identity, x, atol=1e-5, rtol=0)
+
+
+def test_digits_explicit_statistics_and_symmetric() -> None:
+    raw = build_datamodule({**DIGITS, "normalize": "none"}).train.x
+    explicit = build_datamodule({**DIGITS, "mean": 0.3, "std": [0.2]})
+    torch.testing.assert_close(explicit.train.x, (raw - 0.3) / 0.2)
+    assert (explicit.mean, explicit.std) == ([0.3], [0.2])
+    torch.testing.assert_close(build_datamodule({**DIGITS, "normalize": "symmetric"}).train.x, raw * 2 - 1)
+    with pytest.raises(ConfigError, match=r"^data.mean=\[0.1, 0.2\] needs one number"):
+        build_datamodule({**DIGITS, "mean": [0.1, 0.2]})

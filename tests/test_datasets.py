@@ -237,3 +237,69 @@ def test_training_runs_on_both_paths(data: str, tmp_path: Path, monkeypatch: pyt
     assert result["epochs_run"] == 1 and set(result["test"]) >= {"loss", "acc"}
     assert result["dataset"] == data
     assert result["params"] == count_parameters(create_model("lenet5", num_classes=classes, in_chans=3))
+
+
+def _mnist_pixels(root: Path) -> torch.Tensor:
+    """The official MNIST test images of the fixture in [0, 1], as torchvision reads them."""
+    from torchvision.datasets import MNIST
+
+    return MNIST(str(root), train=False).data[:, None].float() / 255
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_mnist_symmetric_and_explicit_statistics(in_memory: bool, tmp_path: Path) -> None:
+    make_mnist(tmp_path)
+    pixels = _mnist_pixels(tmp_path)
+    symmetric = build_datamodule(_cfg("mnist", tmp_path, image_size=28, normalize="symmetric", in_memory=in_memory))
+    torch.testing.assert_close(_all(symmetric.test)[0], pixels * 2 - 1)
+    assert (symmetric.mean, symmetric.std) == ([0.5], [0.5])
+    explicit = build_datamodule(_cfg("mnist", tmp_path, image_size=28, mean=[0.2], std=0.4, in_memory=in_memory))
+    torch.testing.assert_close(_all(explicit.test)[0], (pixels - 0.2) / 0.4)
+    assert (explicit.mean, explicit.std) == ([0.2], [0.4])
+    assert not (tmp_path / ".zoo_stats").exists()  # both given: no statistics pass
+    half = build_datamodule(_cfg("mnist", tmp_path, image_size=28, mean=0.2, in_memory=in_memory))
+    computed = build_datamodule(_cfg("mnist", tmp_path, image_size=28, in_memory=in_memory))
+    assert half.mean == [0.2] and half.std == pytest.approx(computed.std) and computed.mean != [0.2]
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    (dict(mean=[0.1, 0.2]), r"^data.mean=\[0.1, 0.2\] needs one number; e.g. data.mean=\[0.5\]$"),
+    (dict(std=[0.0]), r"^data.std=\[0.0\] needs one number, all > 0"),
+    (dict(mean=0.1, normalize="image_mean"), r"^data.mean/data.std apply to data.normalize=channel, not image_mean"),
+])
+def test_bad_explicit_statistics(kw: dict, match: str, tmp_path: Path) -> None:
+    make_mnist(tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        build_datamodule(_cfg("mnist", tmp_path, image_size=28, **kw))
+
+
+def test_cifar_mean_per_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_cifar(tmp_path, monkeypatch)
+    with pytest.raises(ConfigError, match=r"needs 1 or 3 numbers \(one per channel\)"):
+        build_datamodule(_cfg("cifar10", tmp_path, mean=[0.1, 0.2]))
+    dm = build_datamodule(_cfg("cifar10", tmp_path, mean=[0.1, 0.2, 0.3], std=[0.5]))
+    assert (dm.mean, dm.std) == ([0.1, 0.2, 0.3], [0.5] * 3)
+
+
+def test_statistics_pass_shows_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    import zoo.data.sources as sources
+    import zoo.data.stats as stats
+
+    make_image_folder(tmp_path, {"train": 10, "val": 1}, FOLDER_CLASSES)  # 30 training images
+    monkeypatch.setattr(sources, "DECODE_BATCH", 4)
+    cfg = _cfg("imagefolder", tmp_path, image_size=16, val_dir="val", in_memory=False)
+    with caplog.at_level(logging.INFO, logger="zoo.data.stats"):
+        build_datamodule(cfg)  # stderr is not a terminal here: log lines
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("normalisation statistics:")]
+    assert lines[0] == "normalisation statistics: 30 images to read"
+    assert lines[1:] == [f"normalisation statistics: {n}/30 images ({100 * n // 30}%)" for n in (4, 8, 12, 16, 20, 24, 28, 30)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo.data.stats"):
+        build_datamodule(cfg)  # cached: no pass
+    assert not [r for r in caplog.records if "images" in r.getMessage()]
+    monkeypatch.setattr(stats, "on_terminal", lambda: True)
+    capsys.readouterr()
+    build_datamodule({**cfg, "image_size": 12})  # another key: a pass, as a tqdm bar on stderr
+    err = capsys.readouterr().err
+    assert "normalisation statistics:" in err and "/30 [" in err and "img/s" in err

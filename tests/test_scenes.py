@@ -105,7 +105,8 @@ def test_rgb_and_noise_options():
     (dict(min_digits=0), "min_digits"),
     (dict(min_scale=30, max_scale=20), "min_scale"),
     (dict(num_classes=10), "num_classes=11"),
-    (dict(normalize="symmetric"), "normalize"),
+    (dict(normalize="image_mean"), "^data.normalize=image_mean needs images of one size; for digit scenes use channel"),
+    (dict(mean=[0.1, 0.2]), r"^data.mean=\[0.1, 0.2\] needs one number"),
     (dict(train_scenes=0), "train_scenes"),
 ])
 def test_bad_options_raise_one_clear_error(kw, message):
@@ -133,3 +134,13 @@ def test_scene_options_fit_check():
     SceneOptions(image_size=64, max_digits=4, max_scale=28).check()
     with pytest.raises(ConfigError):
         DigitScenes(np.zeros((1, 8, 8)), np.zeros(1), 1, SceneOptions(), 0, in_chans=2)
+
+
+def test_symmetric_and_explicit_statistics():
+    raw = small(normalize="none")
+    symmetric, explicit = small(normalize="symmetric"), small(normalize="channel", mean=0.2, std=[0.4])
+    for split in ("train", "test"):
+        x0 = getattr(raw, split)[0][0]
+        torch.testing.assert_close(getattr(symmetric, split)[0][0], x0 * 2 - 1)
+        torch.testing.assert_close(getattr(explicit, split)[0][0], (x0 - 0.2) / 0.4)
+    assert (symmetric.mean, symmetric.std, explicit.mean, explicit.std) == ([0.5], [0.5], [0.2], [0.4])

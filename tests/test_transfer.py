@@ -238,3 +238,158 @@ def test_pretrain_then_linear_probe_end_to_end(tmp_path: Path) -> None:
     pre, probe = load_checkpoint(best)["model"], load_checkpoint(tmp_path / "probe" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(pre[k], probe[k]) for k in pre if not k.startswith("fc."))
     assert not torch.equal(pre["fc.weight"], probe["fc.weight"])
+
+
+# ---- the preprocessing of pretrained weights -------------------------------------------------------------------------
+
+
+def _resolved(tmp_path: Path, *overrides: str) -> tuple[dict, str | None]:
+    from omegaconf import OmegaConf
+
+    from zoo.data.pretrained import resolve_data_config
+
+    c = OmegaConf.to_container(make_cfg(tmp_path, "data=imagefolder", *overrides), resolve=True)
+    return resolve_data_config(c["data"], c["model"])  # type: ignore[index]
+
+
+def test_pretrained_cfg_is_torchvision_metadata() -> None:
+    from torchvision.models import ResNet50_Weights
+
+    from zoo.models import pretrained_cfg
+
+    reference = ResNet50_Weights.IMAGENET1K_V2.transforms()
+    cfg = pretrained_cfg("resnet50")  # torchvision's DEFAULT
+    assert cfg is not None and cfg.source == "torchvision:resnet50.IMAGENET1K_V2"
+    assert (cfg.input_size, cfg.resize_size, cfg.interpolation) == (*reference.crop_size, *reference.resize_size, "bilinear")
+    assert (list(cfg.mean), list(cfg.std)) == (reference.mean, reference.std)
+    assert cfg.weights == ("IMAGENET1K_V1", "IMAGENET1K_V2") and cfg.num_classes == 1000
+    assert pretrained_cfg("resnet50", "IMAGENET1K_V1").resize_size == ResNet50_Weights.IMAGENET1K_V1.transforms().resize_size[0]
+    assert pretrained_cfg("resnet20") is None and pretrained_cfg("vgg16_small") is None  # torchvision lacks them
+    assert pretrained_cfg("fasterrcnn_resnet50_fpn") is None  # not a classifier
+    with pytest.raises(ConfigError, match="has no weights 'IMAGENET9K'"):
+        pretrained_cfg("resnet50", "IMAGENET9K")
+
+
+def test_googlenet_weights_take_torchvision_transform_input_into_the_data() -> None:
+    """torchvision's GoogLeNet re-normalises its ImageNet-normalised input inside the network when
+    it loads weights; zoo's leaves that to the data, which must then give the same network input."""
+    import torchvision
+
+    from zoo.models import pretrained_cfg
+
+    reference = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True).eval()
+    model = create_model("googlenet", aux_logits=False).eval()
+    model.load_state_dict(reference.state_dict())
+    tv = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.transforms()
+    cfg = pretrained_cfg("googlenet")
+    pixels = torch.rand(2, 3, 64, 64)
+
+    def normalised(mean: object, std: object) -> torch.Tensor:
+        return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+    with torch.no_grad():
+        torch.testing.assert_close(model(normalised(cfg.mean, cfg.std)), reference(normalised(tv.mean, tv.std)))
+
+
+def test_torchvision_pretrained_sets_the_data_preprocessing(tmp_path: Path) -> None:
+    from torchvision.models import ResNet18_Weights
+
+    reference = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    data, message = _resolved(tmp_path, "model=resnet18", "model.pretrained=torchvision:resnet18.IMAGENET1K_V1")
+    assert (data["mean"], data["std"]) == (reference.mean, reference.std)
+    assert (data["image_size"], data["resize_size"]) == (*reference.crop_size, *reference.resize_size)
+    assert data["interpolation"] == reference.interpolation.value and data["normalize"] is None
+    assert message == ("preprocessing of torchvision:resnet18.IMAGENET1K_V1: mean (0.485, 0.456, 0.406), "
+                       "std (0.229, 0.224, 0.225), resize 256, crop 224, bilinear; override with data.mean/data.std "
+                       "(data.normalize, data.resize_size, data.interpolation)")
+    v2, _ = _resolved(tmp_path, "model=resnet50", "model.pretrained=torchvision:resnet50", "data.image_size=160")
+    assert (v2["image_size"], v2["resize_size"]) == (160, round(160 * 232 / 224))  # IMAGENET1K_V2's crop ratio
+
+
+def test_explicit_data_settings_win_over_the_weights(tmp_path: Path) -> None:
+    pretrained = ["model=resnet18", "model.pretrained=torchvision:resnet18.IMAGENET1K_V1"]
+    data, message = _resolved(tmp_path, *pretrained, "data.mean=[0.5,0.5,0.5]", "data.resize_size=300")
+    assert data["mean"] == [0.5, 0.5, 0.5] and data["std"] == [0.229, 0.224, 0.225] and data["resize_size"] == 300
+    assert message is not None and "std (0.229" in message and "mean" not in message.split(":")[1]
+    data, _ = _resolved(tmp_path, *pretrained, "data.normalize=channel")  # the training split's own statistics
+    assert data["mean"] is None and data["std"] is None
+
+
+def test_zoo_checkpoint_as_pretrained_changes_no_data_setting(tmp_path: Path) -> None:
+    before, _ = _resolved(tmp_path, "model=resnet18")
+    data, message = _resolved(tmp_path, "model=resnet18", f"model.pretrained={tmp_path / 'best.pt'}")
+    assert data == before and message is None
+    data, message = _resolved(tmp_path, "model=resnet18")
+    assert data == before and message is None
+
+
+def test_resolved_preprocessing_reaches_the_image_folder_loaders(tmp_path: Path) -> None:
+    from PIL import Image
+    from torchvision.models import ResNet50_Weights
+
+    from tests.data_fixtures import make_image_folder
+    from zoo.data import build_datamodule
+    from zoo.data.pretrained import resolve_data_config
+
+    make_image_folder(tmp_path, {"train": 2, "val": 1}, ["cat", "dog"])
+    base = {"name": "imagefolder", "root": str(tmp_path), "image_size": 20, "batch_size": 4, "num_workers": 0,
+            "val_dir": "val", "in_memory": False}
+    data, _ = resolve_data_config(base, {"name": "resnet50", "pretrained": "torchvision:resnet50.IMAGENET1K_V2"})
+    dm = build_datamodule(data)
+    assert (dm.mean, dm.std) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert not (tmp_path / ".zoo_stats").exists()  # no statistics pass
+    x, _ = next(iter(dm.test))
+    files = sorted((tmp_path / "val").glob("*/*.png"))
+    for resize, close in ((round(20 * 232 / 224), True), (round(20 / 0.875), False)):  # the weights' ratio, zoo's default
+        tv = ResNet50_Weights.IMAGENET1K_V2.transforms(crop_size=20, resize_size=resize)  # torchvision's own pipeline
+        expected = torch.stack([tv(Image.open(f).convert("RGB")) for f in files])
+        assert ((x - expected).abs().max() < 0.05) == close
+
+
+def test_interpolation_of_image_folders(tmp_path: Path) -> None:
+    from tests.data_fixtures import make_image_folder
+    from zoo.data import build_datamodule
+
+    make_image_folder(tmp_path, {"train": 2, "val": 1}, ["cat", "dog"])
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 16, "batch_size": 4, "num_workers": 0,
+           "val_dir": "val", "in_memory": False, "normalize": "none"}
+    bilinear, bicubic = (next(iter(build_datamodule({**cfg, "interpolation": mode}).test))[0] for mode in ("bilinear", "bicubic"))
+    assert torch.equal(bilinear, next(iter(build_datamodule(cfg).test))[0]) and not torch.equal(bilinear, bicubic)
+    with pytest.raises(ConfigError, match=r"^unknown data.interpolation 'cubic'; use one of: nearest, .*bicubic"):
+        build_datamodule({**cfg, "interpolation": "cubic"})
+
+
+def test_training_from_torchvision_weights_uses_their_preprocessing(
+        tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Through zoo.pipeline.train, with the one call it is to make (resolve_data_config before
+    build_datamodule) patched in here."""
+    from omegaconf import OmegaConf
+    from torchvision.models import SqueezeNet1_1_Weights
+
+    import zoo.pipeline as pipeline
+    from tests.data_fixtures import make_image_folder
+    from zoo.data.pretrained import resolve_data_config
+
+    _cache_torchvision_squeezenet(torch_home)
+    make_image_folder(tmp_path / "images", {"train": 4, "val": 1}, ["cat", "dog", "fox"])
+    cfg = make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", "model=squeezenet1_1",
+                   "model.pretrained=torchvision:squeezenet1_1", "data=imagefolder", f"data.root={tmp_path / 'images'}",
+                   "data.image_size=32", "data.num_workers=0", "data.val_dir=val", "data.batch_size=6")
+    build = pipeline.build_datamodule
+
+    def resolved_build(data_cfg: dict, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        data_cfg, note = resolve_data_config(data_cfg, OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+        if note:
+            logging.getLogger("zoo").info(note)
+        return build(data_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_datamodule", resolved_build)
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        pipeline.train(cfg)
+    reference = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()
+    stored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["data_info"]
+    assert (stored["mean"], stored["std"]) == (reference.mean, reference.std)
+    assert not (tmp_path / "images" / ".zoo_stats").exists()
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("preprocessing of")] == [
+        "preprocessing of torchvision:squeezenet1_1.IMAGENET1K_V1: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225), "
+        "resize 37, crop 32, bilinear; override with data.mean/data.std (data.normalize, data.resize_size, data.interpolation)"]

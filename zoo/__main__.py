@@ -1,5 +1,6 @@
 """``python -m zoo list [PATTERN] [--task T] [--family F]``: the registered models with their task,
-family, input size and parameter count (counted on the meta device, so nothing is allocated).
+family, input size, parameter count (counted on the meta device, so nothing is allocated) and the
+torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>``; ``-``: none).
 
 ``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint."""
 
@@ -14,6 +15,7 @@ import torch
 from zoo.errors import UnknownNameError, ZooError
 from zoo.models import create_model, list_models, model_info
 from zoo.models.base import count_parameters
+from zoo.models.pretrained import torchvision_weight_names
 from zoo.registry import close_names
 
 
@@ -41,12 +43,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         info = model_info(name)
-        rows.append((name, info["task"], info["family"], str(info["input_size"]), f"{_param_count(name):,}"))
-    header = ("model", "task", "family", "input", "params")
+        weights = ",".join(torchvision_weight_names(name)) or "-"
+        rows.append((name, info["task"], info["family"], str(info["input_size"]), f"{_param_count(name):,}", weights))
+    header = ("model", "task", "family", "input", "params", "weights")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    align = [str.ljust, str.ljust, str.ljust, str.rjust, str.rjust]
+    align = [str.ljust, str.ljust, str.ljust, str.rjust, str.rjust, str.ljust]
     for row in [header, *rows]:
-        print("  ".join(align[i](cell, widths[i]) for i, cell in enumerate(row)))
+        print("  ".join(align[i](cell, widths[i]) for i, cell in enumerate(row)).rstrip())
     return 0
 
 

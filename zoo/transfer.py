@@ -49,38 +49,14 @@ from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
 from zoo.errors import CheckpointError, ConfigError, brief
 from zoo.models.base import Classifier
 from zoo.models.features import ParamStage, is_within, parameter_stages
+from zoo.models.pretrained import TORCHVISION, torchvision_weights
 from zoo.registry import close_names
 
 log = logging.getLogger("zoo")
 
-TORCHVISION = "torchvision:"
 StateDict = dict[str, torch.Tensor]
 
 # ---- sources ---------------------------------------------------------------------------------------------------------
-
-
-def torchvision_weights(spec: str) -> Any:
-    """The torchvision weights enum member named by ``resnet18.IMAGENET1K_V1``, ``resnet18`` (its
-    ``DEFAULT``) or ``ResNet18_Weights.IMAGENET1K_V1``."""
-    from torchvision.models import get_model_weights, get_weight, list_models
-
-    if "_Weights." in spec:
-        try:
-            return get_weight(spec)
-        except (ValueError, KeyError, AttributeError):
-            raise ConfigError(f"unknown torchvision weights {spec!r}; e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1") from None
-    model, _, tag = spec.partition(".")
-    try:
-        enum = get_model_weights(model)
-    except (ValueError, KeyError):
-        close = close_names(model, list_models())
-        hint = f"did you mean: {', '.join(close)}?" if close else "see torchvision.models.list_models()"
-        raise ConfigError(f"torchvision has no model {model!r}; {hint}") from None
-    try:
-        return enum[tag or "DEFAULT"]
-    except KeyError:
-        options = ", ".join(w.name for w in enum) + ", DEFAULT"
-        raise ConfigError(f"torchvision model {model!r} has no weights {tag!r}; available: {options}") from None
 
 
 def torchvision_cache_path(weights: Any) -> Path:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from zoo.data.loaders import BatchTransform, ImageLoader, TensorLoader, collate_skipping
+from zoo.data.stats import Normalize, resolve_stats, stats_of
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
@@ -48,38 +49,21 @@ class SampleSplits:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def normalize_splits(splits: ArraySplits, mode: str) -> ArraySplits:
-    """Normalise every split with statistics of the training split only.
-
-    ``channel``: per-channel mean and standard deviation; ``image_mean``: subtract the mean training
-    image (AlexNet-style); ``symmetric``: map [0, 1] pixels to [-1, 1] (a fixed mean and std of 0.5,
-    for tanh generators); ``none``: leave as is.
-    """
+def normalize_splits(splits: ArraySplits, mode: str | None, mean: Any = None, std: Any = None) -> ArraySplits:
+    """Normalise every split with statistics of the training split only (``data.normalize``,
+    ``data.mean``/``data.std``: see :func:`zoo.data.stats.resolve_stats`)."""
     x = splits.train[0]
     if len(x) == 0:
         raise ConfigError("the training split is empty; lower data.val_fraction/data.test_fraction or add data")
-    if mode == "none":
-        return splits
-    if mode == "channel":
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-        fn = lambda t: (t - mean) / std  # noqa: E731
-        stats = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
-    elif mode == "symmetric":
-        fn = lambda t: (t - 0.5) / 0.5  # noqa: E731
-        stats = {"mean": [0.5] * x.shape[1], "std": [0.5] * x.shape[1]}
-    elif mode == "image_mean":
-        mean_image = x.mean(dim=0, keepdim=True)
-        fn = lambda t: t - mean_image  # noqa: E731
-        stats = {"mean": [float(mean_image.mean())], "std": [1.0]}
-    else:
-        raise ConfigError(f"unknown data.normalize {mode!r}; use one of: channel, image_mean, symmetric, none")
+    stats = resolve_stats(mode, x.shape[1], mean, std, lambda m: stats_of([x], m))
+    fn = Normalize(stats)
     return replace(
         splits,
         train=(fn(splits.train[0]), splits.train[1]),
         val=(fn(splits.val[0]), splits.val[1]),
         test=(fn(splits.test[0]), splits.test[1]),
-        **stats,
+        mean=list(stats["mean"]),
+        std=list(stats["std"]),
     )
 
 
@@ -223,7 +207,7 @@ def build_datamodule(
         return build_source_datamodule(name, entry, cfg, augmentation, opts, device, seed)
     if entry.metadata.get("samples"):
         return _sample_datamodule(name, entry.obj, cfg, opts, device, seed)
-    for key in ("root", "download", "eval_crop", "resize_size"):
+    for key in ("root", "download", "eval_crop", "resize_size", "interpolation"):
         cfg.pop(key, None)  # on-disk options; unused by embedded datasets
     try:
         splits = entry.obj(**cfg)

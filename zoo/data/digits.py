@@ -71,7 +71,9 @@ def digits(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     split_seed: int = 0,
-    normalize: str = "channel",
+    normalize: str | None = "channel",
+    mean: list[float] | float | None = None,
+    std: list[float] | float | None = None,
     in_chans: int = 1,
     num_classes: int = 10,
     classes: list[int] | None = None,
@@ -101,4 +103,4 @@ def digits(
         test=(images[test], labels[test]),
         class_names=[str(bunch.target_names[c]) for c in kept],
     )
-    return normalize_splits(splits, normalize)
+    return normalize_splits(splits, normalize, mean, std)

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from zoo.data.base import DATASETS, SampleSplits
 from zoo.data.digits import stratified_split
+from zoo.data.stats import check_mode, resolve_stats
 from zoo.errors import ConfigError
 
 #: mask value of pixels no loss or metric counts (the faint rim of each digit)
@@ -200,7 +201,9 @@ def digit_scenes(
     split_seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
-    normalize: str = "channel",
+    normalize: str | None = "channel",
+    mean: list[float] | float | None = None,
+    std: list[float] | float | None = None,
     in_chans: int = 1,
     num_classes: int = len(CLASS_NAMES),
 ) -> SampleSplits:
@@ -209,8 +212,8 @@ def digit_scenes(
 
     if num_classes != len(CLASS_NAMES):
         raise ConfigError(f"digit scenes have {len(CLASS_NAMES)} classes (background + 10 digits); set data.num_classes={len(CLASS_NAMES)}")
-    if normalize not in ("channel", "none"):
-        raise ConfigError(f"unknown data.normalize {normalize!r} for digit scenes; use channel or none")
+    if check_mode(normalize) == "image_mean":
+        raise ConfigError("data.normalize=image_mean needs images of one size; for digit scenes use channel, symmetric or none")
     options = SceneOptions(int(image_size), int(min_digits), int(max_digits), int(min_scale), int(max_scale), int(gap), float(noise))
     counts = {"train": train_scenes, "val": val_scenes, "test": test_scenes}
     if any(int(n) < 0 for n in counts.values()) or int(train_scenes) < 1:
@@ -227,9 +230,9 @@ def digit_scenes(
         return DigitScenes(images[idx], bunch.target[idx], int(counts[split]), options, seed * 3 + SPLITS.index(split),
                            in_chans, mean, std)
 
-    mean, std = ([0.0] * in_chans, [1.0] * in_chans)
-    if normalize == "channel":
-        mean, std = _stats(make("train"))
-    splits = {split: make(split, mean, std) if normalize == "channel" else make(split) for split in SPLITS}
+    stats = resolve_stats(normalize, in_chans, mean, std,
+                          lambda mode: dict(zip(("mean", "std"), _stats(make("train"))), mode=mode))
+    scaled = stats["mode"] != "none"
+    splits = {split: make(split, stats["mean"], stats["std"]) if scaled else make(split) for split in SPLITS}
     return SampleSplits(**splits, class_names=list(CLASS_NAMES), in_chans=in_chans, image_size=options.image_size,
-                        mean=mean, std=std)
+                        mean=list(stats["mean"]), std=list(stats["std"]))

@@ -1,7 +1,10 @@
 """Normalisation statistics of a training split, and their cache next to the data.
 
 Two preprocessings from the course notes: per-channel mean/std standardisation (VGG, ResNet) and
-subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2). Statistics come from the
+subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2); besides, ``symmetric`` maps
+[0, 1] pixels to [-1, 1] (tanh generators) and ``none`` leaves them in [0, 1]. ``data.mean`` /
+``data.std`` (one value per channel, or one for all) replace the computed statistics, e.g. those a
+pretrained network was trained with (:func:`resolve_stats`). Statistics come from the
 training split only; for on-disk datasets they are cached as a small JSON file under
 ``<data.root>/.zoo_stats/``, keyed by the dataset and everything that changes the training pixels
 (split fraction and seed, image size, channels, and the files with their sizes and modification
@@ -14,8 +17,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +29,58 @@ from zoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MODES = ("channel", "image_mean", "none")
+MODES = ("channel", "image_mean", "symmetric", "none")
 Stats = dict[str, Any]
 
 
-def check_mode(mode: str) -> str:
+def check_mode(mode: str | None) -> str:
+    """``data.normalize``; ``null`` (not set) is ``channel``."""
+    mode = mode or "channel"
     if mode not in MODES:
         raise ConfigError(f"unknown data.normalize {mode!r}; use one of: {', '.join(MODES)}")
     return mode
+
+
+def fixed_stats(mode: str, in_chans: int) -> Stats | None:
+    """The statistics of the modes that need no pass over the data (``symmetric``, ``none``), else ``None``."""
+    if mode == "symmetric":
+        return {"mode": "symmetric", "mean": [0.5] * in_chans, "std": [0.5] * in_chans}
+    if mode == "none":
+        return {"mode": "none", "mean": [0.0] * in_chans, "std": [1.0] * in_chans}
+    return None
+
+
+def per_channel(key: str, value: Any, in_chans: int) -> list[float] | None:
+    """``data.<key>`` as one float per channel (a single value is repeated); ``None`` when not set."""
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        floats = []
+    if len(floats) not in (1, in_chans) or (key == "std" and min(floats) <= 0):
+        count = "one number" if in_chans == 1 else f"1 or {in_chans} numbers (one per channel)"
+        raise ConfigError(f"data.{key}={value!r} needs {count}{', all > 0' if key == 'std' else ''}; "
+                          f"e.g. data.{key}=[{', '.join(['0.5'] * in_chans)}]")
+    return floats * in_chans if len(floats) == 1 else floats
+
+
+def resolve_stats(mode: str | None, in_chans: int, mean: Any, std: Any, compute: Callable[[str], Stats]) -> Stats:
+    """The statistics a dataset is normalised with: ``data.mean``/``data.std`` where set (both set: no
+    pass over the data), fixed ones for ``symmetric``/``none``, else ``compute(mode)`` (the pass over the
+    training split, usually through :func:`cached_stats`)."""
+    mode = check_mode(mode)
+    given = {k: v for k, v in (("mean", per_channel("mean", mean, in_chans)), ("std", per_channel("std", std, in_chans)))
+             if v is not None}
+    if given and mode != "channel":
+        raise ConfigError(f"data.mean/data.std apply to data.normalize=channel, not {mode}; drop them or set data.normalize=channel")
+    fixed = fixed_stats(mode, in_chans)
+    if fixed is not None:
+        return fixed
+    if len(given) == 2:
+        return {"mode": "channel", **given}
+    return {**compute(mode), **given}
 
 
 class StatsAccumulator:
@@ -68,13 +116,44 @@ class StatsAccumulator:
         if self.mode == "image_mean":
             image = (self.image_sum / self.count).to(torch.float32)
             return {"mode": "image_mean", "mean": mean.tolist(), "std": [1.0] * len(mean), "mean_image": image.tolist()}
-        return {"mode": "none", "mean": [0.0] * len(mean), "std": [1.0] * len(mean)}
+        return fixed_stats(self.mode, len(mean))  # type: ignore[return-value]
 
 
-def stats_of(batches: Iterable[torch.Tensor], mode: str) -> Stats:
-    """Statistics of ``mode`` over an iterable of image batches in [0, 1]."""
-    acc = StatsAccumulator(mode)
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def with_progress(batches: Iterable[torch.Tensor], total: int | None, desc: str,
+                  every: int = 10) -> Iterator[torch.Tensor]:
+    """``batches`` as they come, counting their images out of ``total``: a tqdm bar on a terminal,
+    otherwise (cluster logs) a log line every ``every`` percent; nothing without a ``total``."""
+    if not total:
+        yield from batches
+        return
+    if on_terminal():
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
+            for batch in batches:
+                bar.update(len(batch))
+                yield batch
+        return
+    log.info("%s: %s images to read", desc, f"{total:,}")
+    done, next_line = 0, every
     for batch in batches:
+        done += len(batch)
+        percent = 100 * done // total
+        if percent >= next_line:
+            log.info("%s: %s/%s images (%d%%)", desc, f"{done:,}", f"{total:,}", percent)
+            next_line = (percent // every + 1) * every
+        yield batch
+
+
+def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None) -> Stats:
+    """Statistics of ``mode`` over an iterable of image batches in [0, 1]; with the ``total`` number of
+    images, the pass shows its progress (:func:`with_progress`)."""
+    acc = StatsAccumulator(mode)
+    for batch in with_progress(batches, total, "normalisation statistics"):
         acc.update(batch)
     return acc.result()
 

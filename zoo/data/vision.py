@@ -262,7 +262,7 @@ class ClassFolder(tvd.ImageFolder):
             raise
 
 
-@DATASETS.register("imagefolder", num_classes=None, in_chans=3, source=True, paper="ImageNet layout")
+@DATASETS.register("imagefolder", num_classes=None, in_chans=3, source=True, paper="ImageNet layout", variable_size=True)
 def image_folder(root: str, train_dir: str = "train", val_dir: str | None = None, test_dir: str | None = "val",
                  val_fraction: float = 0.1, split_seed: int = 0, skip_corrupt: bool = False,
                  download: bool = False) -> ImageSource:

@@ -21,7 +21,7 @@ from zoo.registry import Registry
 MODELS: Registry[nn.Module] = Registry("model")
 
 #: helper modules that hold no architectures
-_NOT_FAMILIES = {"base", "features", "layers"}
+_NOT_FAMILIES = {"base", "features", "layers", "pretrained"}
 
 
 def register_model(
@@ -97,4 +97,6 @@ def model_info(name: str) -> dict[str, Any]:
     return {"name": name, **MODELS.metadata(name)}
 
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info"]
+from zoo.models.pretrained import PretrainedCfg, pretrained_cfg  # noqa: E402  (needs model_info above)
+
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info", "PretrainedCfg", "pretrained_cfg"]
