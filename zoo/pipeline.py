@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.data import DataModule, build_datamodule
+from zoo.data.pretrained import resolve_data_config
 from zoo.data.tta import build_tta
 from zoo.engine import distributed
 from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
@@ -147,7 +148,10 @@ def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any
     ``transfer``, ``seed``). With a zoo ``checkpoint`` (evaluation) the weights come from it instead of
     any ``*pretrained`` source, the data learns the training run's vocabulary and the like, and
     neither augmentation nor a transfer policy applies."""
-    data = build_datamodule(c["data"], c.get("augmentation") if checkpoint is None else None, device=device,
+    data_cfg, note = resolve_data_config(c["data"], c["model"])  # e.g. the preprocessing of torchvision weights
+    if note and checkpoint is None:
+        log.info(note)
+    data = build_datamodule(data_cfg, c.get("augmentation") if checkpoint is None else None, device=device,
                             seed=int(c.get("seed", 0)))
     model_cfg = c["model"]
     if checkpoint is not None:
