@@ -361,29 +361,18 @@ def test_interpolation_of_image_folders(tmp_path: Path) -> None:
 
 def test_training_from_torchvision_weights_uses_their_preprocessing(
         tmp_path: Path, torch_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """Through zoo.pipeline.train, with the one call it is to make (resolve_data_config before
-    build_datamodule) patched in here."""
-    from omegaconf import OmegaConf
+    """Through zoo.pipeline.train: the run's data takes the weights' mean/std, resize and crop, with
+    no statistics pass, and says so in one line."""
     from torchvision.models import SqueezeNet1_1_Weights
 
     import zoo.pipeline as pipeline
     from tests.data_fixtures import make_image_folder
-    from zoo.data.pretrained import resolve_data_config
 
     _cache_torchvision_squeezenet(torch_home)
     make_image_folder(tmp_path / "images", {"train": 4, "val": 1}, ["cat", "dog", "fox"])
     cfg = make_cfg(tmp_path / "run", *FAST, "trainer.max_epochs=1", "model=squeezenet1_1",
                    "model.pretrained=torchvision:squeezenet1_1", "data=imagefolder", f"data.root={tmp_path / 'images'}",
                    "data.image_size=32", "data.num_workers=0", "data.val_dir=val", "data.batch_size=6")
-    build = pipeline.build_datamodule
-
-    def resolved_build(data_cfg: dict, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        data_cfg, note = resolve_data_config(data_cfg, OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
-        if note:
-            logging.getLogger("zoo").info(note)
-        return build(data_cfg, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "build_datamodule", resolved_build)
     with caplog.at_level(logging.INFO, logger="zoo"):
         pipeline.train(cfg)
     reference = SqueezeNet1_1_Weights.IMAGENET1K_V1.transforms()
