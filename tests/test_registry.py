@@ -76,6 +76,19 @@ def test_build_from_turns_a_type_error_into_a_config_error() -> None:
         reg.build_from({"name": "picky", "x": 1}, group="part")
 
 
+def test_build_from_through_a_wrapper_checks_only_types() -> None:
+    reg = make()
+
+    def wrapper(name: str, boost: int = 0, **kw: int) -> int:  # adds an option of its own, as create_model does
+        return reg.build(name, **kw) + boost
+
+    assert reg.build_from({"name": "resnet18", "scale": 2, "boost": 1}, call=wrapper) == 37
+    with pytest.raises(ConfigError, match=r"^widget.scale must be an integer, got 'big'$"):
+        reg.build_from({"name": "resnet18", "scale": "big"}, call=wrapper)
+    with pytest.raises(ConfigError, match=r"^widget 'resnet18': .*unexpected keyword argument 'scal'"):
+        reg.build_from({"name": "resnet18", "scal": 2}, call=wrapper)
+
+
 def test_duplicate_registration_is_refused() -> None:
     reg = make()
     with pytest.raises(ValueError, match="already registered"):

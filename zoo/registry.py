@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from zoo.errors import ConfigError, UnknownNameError
-from zoo.schema import check_call
+from zoo.schema import check_call, check_options
 
 T = TypeVar("T")
 
@@ -91,21 +91,26 @@ class Registry(Generic[T]):
         return self.get(name).obj(**kwargs)
 
     def build_from(self, cfg: Mapping[str, Any], /, *, group: str | None = None, key: str | None = None,
-                   **extra: Any) -> T:
+                   call: Callable[..., T] | None = None, **extra: Any) -> T:
         """Build the entry ``cfg["name"]`` with the other keys of ``cfg`` plus ``extra`` (the arguments
         zoo passes itself).
 
         The options are checked first against the builder's signature and annotations (a
         :class:`ConfigError` naming config key ``key``, default ``group``); a ``TypeError`` of the call
         becomes ``ConfigError("<group> '<name>': ...")``. ``group`` defaults to the registry's kind.
+        ``call(name, **options, **extra)`` builds instead of the builder where a wrapper adds options of
+        its own (``create_model``'s ``pretrained``): then only the annotated types are checked first.
         """
         options = dict(cfg)
         name = options.pop("name")
         group = group or self.kind
         builder = self.get(name).obj
-        check_call(key or group, options, builder, extra)
+        if call is None:
+            check_call(key or group, options, builder, extra)
+        else:
+            check_options(key or group, options, builder)
         try:
-            return builder(**options, **extra)
+            return builder(**options, **extra) if call is None else call(name, **options, **extra)
         except TypeError as e:
             raise ConfigError(f"{group} {name!r}: {e}") from None
 
