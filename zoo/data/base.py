@@ -14,6 +14,9 @@ from zoo.registry import Registry
 
 DATASETS: Registry["ArraySplits"] = Registry("dataset")
 
+#: mask value of pixels no loss or metric counts (Pascal VOC's object outlines and padding, digit scenes' faint rims)
+IGNORE_INDEX = 255
+
 
 @dataclass
 class ArraySplits:
