@@ -33,7 +33,7 @@ START, END = "<!-- captioning:start -->", "<!-- captioning:end -->"
 VARIANTS = {
     "attention": ("attention", []),
     # without the dropout the attention decoder uses: on the one image code it slows learning (val BLEU-4 0.29 at epoch 31)
-    "show_tell": ("2x2 code as first input", ["model.image_as=input", "model.pool_size=2", "model.dropout=0.0"]),
+    "show_tell": ("2x2 code as first input", ["model.image_as=input", "model.pool_size=2", "model.drop_rate=0.0"]),
 }
 
 

@@ -27,6 +27,19 @@ def test_every_config_builds_its_engine_settings(tmp_path: Path, group: str, cho
     build_loggers(cfg.get("logger"), tmp_path).close()
 
 
+COMPONENTS = [(group, p.stem) for group in ("model", "data", "task", "optimizer", "scheduler", "augmentation", "transfer")
+              for p in sorted((CONFIG_DIR / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "choice"), COMPONENTS, ids=[f"{g}={c}" for g, c in COMPONENTS])
+def test_every_component_config_passes_the_train_checks(tmp_path: Path, group: str, choice: str) -> None:
+    from zoo.pipeline import _check_train
+
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, f"{group}={choice}"), resolve=True)
+    assert isinstance(cfg, dict) and cfg[group].get("name", choice) == choice  # a named option names its own file
+    _check_train(cfg)  # value types against the yaml files and (a model) the builder's annotations
+
+
 def test_callback_options_compose_as_a_list(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "callbacks=[default,profiler]")
     assert list(cfg.callbacks) == ["checkpoint", "early_stopping", "lr_monitor", "nonfinite", "signals", "progress", "profiler"]

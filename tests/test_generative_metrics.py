@@ -40,7 +40,7 @@ def test_bernoulli_nll_is_binary_cross_entropy_per_image() -> None:
 
 
 def test_reparameterisation_passes_gradients_to_the_encoder() -> None:
-    model = create_model("vae_mlp", img_size=8, latent_dim=2, hidden=[16])
+    model = create_model("vae_mlp", image_size=8, latent_dim=2, hidden=[16])
     out = model(torch.rand(3, 1, 8, 8))
     assert out.z.shape == (3, 2) and not torch.equal(out.z, out.mu)
     out.logits.sum().backward()
@@ -49,7 +49,7 @@ def test_reparameterisation_passes_gradients_to_the_encoder() -> None:
 
 def _tiny_vae() -> torch.nn.Module:
     torch.manual_seed(3)
-    model = create_model("vae_mlp", img_size=2, latent_dim=1, hidden=[8]).eval()
+    model = create_model("vae_mlp", image_size=2, latent_dim=1, hidden=[8]).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3)  # a decoder that depends strongly on z, so the bound is not tight

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.errors import UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError
 from zoo.registry import Registry, close_names
 
 
@@ -50,6 +50,43 @@ def test_unknown_name_lists_close_names() -> None:
 def test_unknown_name_without_close_match_lists_all() -> None:
     with pytest.raises(UnknownNameError, match="available: resnet18, resnet50, vgg16"):
         make().get("xyz")
+
+
+def test_build_from_a_config_checks_options_before_the_call() -> None:
+    reg = make()
+    assert reg.build_from({"name": "resnet18", "scale": 3}) == 54
+    with pytest.raises(UnknownNameError, match="did you mean: resnet18"):
+        reg.build_from({"name": "resnet19"})
+    with pytest.raises(ConfigError, match=r"^unknown option part.scal; known: scale$"):
+        reg.build_from({"name": "resnet18", "scal": 3}, key="part")
+    with pytest.raises(ConfigError, match=r"^widget.scale must be an integer, got 'big'$"):
+        reg.build_from({"name": "resnet18", "scale": "big"})
+    with pytest.raises(ConfigError, match=r"^widget.scale is set by zoo; remove it$"):
+        reg.build_from({"name": "resnet18", "scale": 2}, scale=1)
+
+
+def test_build_from_turns_a_type_error_into_a_config_error() -> None:
+    reg: Registry[int] = Registry("widget")
+
+    @reg.register("picky")
+    def picky(**kw: int) -> int:  # takes anything, then refuses it (as torch.optim does)
+        raise TypeError(f"unexpected {sorted(kw)}")
+
+    with pytest.raises(ConfigError, match=r"^part 'picky': unexpected \['x'\]$"):
+        reg.build_from({"name": "picky", "x": 1}, group="part")
+
+
+def test_build_from_through_a_wrapper_checks_only_types() -> None:
+    reg = make()
+
+    def wrapper(name: str, boost: int = 0, **kw: int) -> int:  # adds an option of its own, as create_model does
+        return reg.build(name, **kw) + boost
+
+    assert reg.build_from({"name": "resnet18", "scale": 2, "boost": 1}, call=wrapper) == 37
+    with pytest.raises(ConfigError, match=r"^widget.scale must be an integer, got 'big'$"):
+        reg.build_from({"name": "resnet18", "scale": "big"}, call=wrapper)
+    with pytest.raises(ConfigError, match=r"^widget 'resnet18': .*unexpected keyword argument 'scal'"):
+        reg.build_from({"name": "resnet18", "scal": 2}, call=wrapper)
 
 
 def test_duplicate_registration_is_refused() -> None:

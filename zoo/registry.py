@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, TypeVar
 
-from zoo.errors import UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError
+from zoo.schema import check_call, check_options
 
 T = TypeVar("T")
 
@@ -34,6 +37,14 @@ def close_names(name: str, candidates: list[str], n: int = 5) -> list[str]:
     if key:
         found += [c for c in candidates if c.lower().startswith(key) and c not in found]
     return found[:n]
+
+
+def import_modules(package: str, path: Iterable[str], skip: Collection[str] = ()) -> None:
+    """Import every module of ``package`` (found on its ``__path__``) but the private ones and ``skip``
+    (helpers that register nothing), so that adding a model family, task or dataset is adding a file."""
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")
 
 
 class Registry(Generic[T]):
@@ -78,6 +89,30 @@ class Registry(Generic[T]):
     def build(self, name: str, /, **kwargs: Any) -> T:
         """Call the builder registered as ``name`` with ``kwargs``."""
         return self.get(name).obj(**kwargs)
+
+    def build_from(self, cfg: Mapping[str, Any], /, *, group: str | None = None, key: str | None = None,
+                   call: Callable[..., T] | None = None, **extra: Any) -> T:
+        """Build the entry ``cfg["name"]`` with the other keys of ``cfg`` plus ``extra`` (the arguments
+        zoo passes itself).
+
+        The options are checked first against the builder's signature and annotations (a
+        :class:`ConfigError` naming config key ``key``, default ``group``); a ``TypeError`` of the call
+        becomes ``ConfigError("<group> '<name>': ...")``. ``group`` defaults to the registry's kind.
+        ``call(name, **options, **extra)`` builds instead of the builder where a wrapper adds options of
+        its own (``create_model``'s ``pretrained``): then only the annotated types are checked first.
+        """
+        options = dict(cfg)
+        name = options.pop("name")
+        group = group or self.kind
+        builder = self.get(name).obj
+        if call is None:
+            check_call(key or group, options, builder, extra)
+        else:
+            check_options(key or group, options, builder)
+        try:
+            return builder(**options, **extra) if call is None else call(name, **options, **extra)
+        except TypeError as e:
+            raise ConfigError(f"{group} {name!r}: {e}") from None
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style wildcard (``"resnet*"``), case-insensitive."""

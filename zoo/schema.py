@@ -14,12 +14,11 @@ Booleans are ``true``/``false`` only: Hydra reads ``test=no`` as the string ``"n
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
-
-from omegaconf import OmegaConf
 
 from zoo.errors import ConfigError
 
@@ -78,6 +77,25 @@ def check_options(key: str, options: Mapping[str, Any], obj: Any) -> None:
             check_value(f"{key}.{name}", value, hints[name])
 
 
+def options_of(builder: Any, fixed: Mapping[str, Any] = {}) -> list[str]:
+    """The keyword parameters of ``builder`` a config may set (those in ``fixed`` are the builder's)."""
+    params = inspect.signature(builder).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in fixed]
+
+
+def check_call(key: str, options: Mapping[str, Any], builder: Any, fixed: Mapping[str, Any] = {}) -> None:
+    """``options`` (config ``key``) as arguments of ``builder``: known parameters (unless it takes
+    ``**kwargs``), of the annotated types, none of them one of ``fixed`` (the arguments zoo passes itself)."""
+    for name in fixed:
+        if name in options:
+            raise ConfigError(f"{key}.{name} is set by zoo; remove it")
+    known = options_of(builder, fixed)
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+        raise ConfigError(f"unknown option {key}.{unknown[0]}; known: {', '.join(known) or '(none)'}")
+    check_options(key, options, builder)
+
+
 def _kind(reference: Any) -> Any:
     """The annotation a yaml default implies; None where it says nothing (null, an interpolation)."""
     if reference is None or isinstance(reference, str) and "${" in reference:
@@ -111,6 +129,8 @@ def check_against(key: str, value: Any, reference: Any) -> None:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf  # only the config check reads yaml; the registries import this module
+
     node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     return {k: v for k, v in node.items() if k != "defaults"} if isinstance(node, dict) else {}
 

@@ -22,7 +22,7 @@ def test_generative_models_are_registered() -> None:
 
 def _small(name: str) -> GenerativeModel:
     size = min(model_info(name)["input_size"], 16)
-    return create_model(name, in_chans=1, img_size=size).eval()  # type: ignore[return-value]
+    return create_model(name, in_chans=1, image_size=size).eval()  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("name", GENERATIVE)
@@ -31,7 +31,7 @@ def test_contract(name: str) -> None:
     assert info["family"] and info["paper"]
     model = _small(name)
     assert isinstance(model, GenerativeModel)
-    size = model.img_size
+    size = model.image_size
     with torch.no_grad():
         images = model.sample(3, torch.Generator().manual_seed(0))
         again = model.sample(3, torch.Generator().manual_seed(0))
@@ -51,7 +51,7 @@ def test_contract(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in GENERATIVE if model_info(n)["task"] != "gan"])
 def test_autoencoders_reconstruct_to_input_shape(name: str) -> None:
     model = _small(name)
-    x = torch.rand(2, 1, model.img_size, model.img_size)
+    x = torch.rand(2, 1, model.image_size, model.image_size)
     with torch.no_grad():
         out = model(x)
     logits = out.logits if isinstance(model, VAE) else out
@@ -88,8 +88,8 @@ def test_dcgan_follows_the_paper() -> None:
 
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="power-of-two"):
-        create_model("dcgan_small", img_size=24)
+        create_model("dcgan_small", image_size=24)
     with pytest.raises(ValueError, match="divisible by 4"):
-        create_model("vae_conv", img_size=10)
+        create_model("vae_conv", image_size=10)
     with pytest.raises(ValueError, match="noise"):
         create_model("dae_mlp", noise_level=1.5)

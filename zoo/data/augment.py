@@ -232,10 +232,8 @@ def parse_augmentation(cfg: Mapping[str, Any] | None) -> list[BatchOp]:
     for name, params in ops.items():
         if params is None or params is False:
             continue
-        try:
-            built.append(AUGMENTATIONS.build(name, **({} if params is True else dict(params))))
-        except TypeError as e:
-            raise ConfigError(f"augmentation {name!r}: {e}") from None
+        options = {} if params is True else dict(params)
+        built.append(AUGMENTATIONS.build_from({**options, "name": name}, group="augmentation", key=f"augmentation.ops.{name}"))
     return built
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -14,6 +14,9 @@ from zoo.errors import ConfigError
 from zoo.registry import Registry
 
 DATASETS: Registry["ArraySplits"] = Registry("dataset")
+
+#: mask value of pixels no loss or metric counts (Pascal VOC's object outlines and padding, digit scenes' faint rims)
+IGNORE_INDEX = 255
 
 
 @dataclass
@@ -206,13 +209,10 @@ def build_datamodule(
 
         return build_source_datamodule(name, entry, cfg, augmentation, opts, device, seed)
     if entry.metadata.get("samples"):
-        return _sample_datamodule(name, entry.obj, cfg, opts, device, seed)
+        return _sample_datamodule(name, cfg, opts, device, seed)
     for key in ("root", "download", "eval_crop", "resize_size", "interpolation"):
         cfg.pop(key, None)  # on-disk options; unused by embedded datasets
-    try:
-        splits = entry.obj(**cfg)
-    except TypeError as e:
-        raise ConfigError(f"dataset {name!r}: {e}") from None
+    splits = DATASETS.build_from({**cfg, "name": name}, group="dataset", key="data")
     num_classes, in_chans = cfg.get("num_classes", entry.metadata["num_classes"]), splits.train[0].shape[1]
     loaders = tensor_loaders(
         {"train": splits.train, "val": splits.val, "test": splits.test}, opts, build_batch_augmentation(augmentation), None,
@@ -229,7 +229,7 @@ def build_datamodule(
     )
 
 
-def _sample_datamodule(name: str, factory: Any, cfg: dict[str, Any], opts: LoaderOptions, device: torch.device | str,
+def _sample_datamodule(name: str, cfg: dict[str, Any], opts: LoaderOptions, device: torch.device | str,
                        seed: int) -> DataModule:
     """A :class:`DataModule` of DataLoaders over the splits of a :class:`SampleSplits` dataset.
 
@@ -240,10 +240,7 @@ def _sample_datamodule(name: str, factory: Any, cfg: dict[str, Any], opts: Loade
     from zoo.data.loaders import collate_samples, resolve_workers
 
     cfg.pop("download", None)
-    try:
-        splits: SampleSplits = factory(**cfg)
-    except TypeError as e:
-        raise ConfigError(f"dataset {name!r}: {e}") from None
+    splits: SampleSplits = DATASETS.build_from({**cfg, "name": name}, group="dataset", key="data")
     datasets = {split: getattr(splits, split) for split in ("train", "val", "test")}
     loaders = image_loaders(datasets, opts, resolve_workers(opts.num_workers), device, seed, collate_samples)
     return DataModule(**loaders, num_classes=len(splits.class_names), in_chans=splits.in_chans,

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from zoo.data.base import DATASETS, SampleSplits
 from zoo.errors import ConfigError, DataNotFoundError
 
+#: Pascal VOC's 20 object classes (Everingham et al. 2010); detection and segmentation put background first
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

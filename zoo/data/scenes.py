@@ -26,13 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, SampleSplits
+from zoo.data.base import DATASETS, IGNORE_INDEX, SampleSplits
 from zoo.data.digits import stratified_split
 from zoo.data.stats import check_mode, resolve_stats
 from zoo.errors import ConfigError
 
-#: mask value of pixels no loss or metric counts (the faint rim of each digit)
-IGNORE_INDEX = 255
 #: ink above this intensity (of 1) is the digit: its box and mask
 INK = 0.3
 #: ink between RIM and INK is the ambiguous rim (ignored in masks)

@@ -20,14 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, SampleSplits
+from zoo.data.base import DATASETS, IGNORE_INDEX, SampleSplits
+from zoo.data.detection import VOC_CLASSES
 from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError
 
-VOC_CLASSES = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]
-IGNORE_INDEX = 255
+#: the segmentation classes: background (label 0), then the 20 object classes
+SEG_CLASSES = ["background", *VOC_CLASSES]
 
 
 class VOCSegmentation(Dataset):
@@ -106,7 +104,7 @@ def _ids(folder: Path, split: str) -> list[str]:
     return ids
 
 
-@DATASETS.register("voc_seg", num_classes=len(VOC_CLASSES), in_chans=3, samples=True)
+@DATASETS.register("voc_seg", num_classes=len(SEG_CLASSES), in_chans=3, samples=True)
 def voc_seg(
     root: str,
     year: str = "2012",
@@ -119,13 +117,13 @@ def voc_seg(
     flip: bool = True,
     mean: list[float] | None = None,
     std: list[float] | None = None,
-    num_classes: int = len(VOC_CLASSES),
+    num_classes: int = len(SEG_CLASSES),
     in_chans: int = 3,
 ) -> SampleSplits:
     """VOC segmentation splits from the ``ImageSets/Segmentation`` lists (VOC has no public test masks,
     so ``test_split`` defaults to ``val``)."""
-    if num_classes != len(VOC_CLASSES) or in_chans != 3:
-        raise ConfigError(f"Pascal VOC has {len(VOC_CLASSES)} classes and 3 channels; set data.num_classes={len(VOC_CLASSES)} data.in_chans=3")
+    if num_classes != len(SEG_CLASSES) or in_chans != 3:
+        raise ConfigError(f"Pascal VOC has {len(SEG_CLASSES)} classes and 3 channels; set data.num_classes={len(SEG_CLASSES)} data.in_chans=3")
     if crop_size < 1 or not 0 < min_scale <= max_scale:
         raise ConfigError(f"need data.crop_size >= 1 and 0 < data.min_scale <= data.max_scale, got {crop_size}, {min_scale}, {max_scale}")
     mean = list(mean or [0.485, 0.456, 0.406])  # ImageNet statistics, as the pretrained backbones expect
@@ -136,4 +134,4 @@ def voc_seg(
         return VOCSegmentation(folder, _ids(folder, split), mean, std, crop_size if train else None, (min_scale, max_scale), flip)
 
     return SampleSplits(train=make(train_split, True), val=make(val_split, False), test=make(test_split, False),
-                        class_names=list(VOC_CLASSES), in_chans=3, image_size=int(crop_size), mean=mean, std=std)
+                        class_names=list(SEG_CLASSES), in_chans=3, image_size=int(crop_size), mean=mean, std=std)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
-from zoo.data.base import DataModule, LoaderOptions, image_loaders, tensor_loaders
+from zoo.data.base import DATASETS, DataModule, LoaderOptions, image_loaders, tensor_loaders
 from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
 from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, resolve_stats, stats_of
 from zoo.data.vision import ImageSource, data_files, tensors_of
@@ -138,10 +138,7 @@ def build_source_datamodule(
     interpolation = cfg.pop("interpolation", None)
     dataset_kwargs = dict(cfg)
     ops = parse_augmentation(augmentation)  # a bad augmentation fails before any data is read
-    try:
-        source: ImageSource = entry.obj(**cfg)
-    except TypeError as e:
-        raise ConfigError(f"dataset {name!r}: {e}") from None
+    source: ImageSource = DATASETS.build_from({**cfg, "name": name}, group="dataset", key="data")
     if num_classes is not None and int(num_classes) != len(source.class_names):
         raise ConfigError(f"data.num_classes={num_classes} but {name} has {len(source.class_names)} classes; "
                           f"drop the override or set data.num_classes={len(source.class_names)}")

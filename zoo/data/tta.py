@@ -25,9 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
+from zoo.registry import Registry
 
 Views = Callable[[torch.Tensor], Iterator[torch.Tensor]]
-MODES = ("none", "flip", "ten_crop", "multiscale")
+TTA: Registry[Views | None] = Registry("tta")
+
+
+@TTA.register("none")
+def no_views(size: int) -> None:
+    """No test-time augmentation: the single central view."""
+    return None
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -49,6 +56,7 @@ def center_views(size: int) -> Views:
     return views
 
 
+@TTA.register("flip")
 def flip_views(size: int) -> Views:
     def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         crop = center_crop(x, size)
@@ -58,6 +66,7 @@ def flip_views(size: int) -> Views:
     return views
 
 
+@TTA.register("ten_crop")
 def ten_crop_views(size: int, padding: int = 4) -> Views:
     def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         if min(x.shape[-2:]) <= size:
@@ -69,6 +78,7 @@ def ten_crop_views(size: int, padding: int = 4) -> Views:
     return views
 
 
+@TTA.register("multiscale")
 def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views: str = "ten_crop") -> Views:
     if views not in ("ten_crop", "full"):
         raise ConfigError(f"tta.views must be ten_crop or full, got {views!r}")
@@ -111,17 +121,7 @@ class TTAModel(nn.Module):
 
 def build_tta(cfg: dict[str, Any] | None, size: int) -> Views | None:
     """The views of ``cfg`` (``{"name": "flip"|"ten_crop"|"multiscale"|"none", ...}``); ``None`` for none."""
-    cfg = dict(cfg or {"name": "none"})
-    name = cfg.pop("name", "none")
-    builders: dict[str, Callable[..., Views]] = {"flip": flip_views, "ten_crop": ten_crop_views,
-                                                 "multiscale": multiscale_views}
-    if name == "none":
-        return None
-    if name not in builders:
-        raise ConfigError(f"unknown tta {name!r}; use one of: {', '.join(MODES)}")
-    if name == "multiscale" and (not cfg.get("scales") or min(cfg["scales"]) <= 0):
+    cfg = {"name": "none", **(cfg or {})}
+    if cfg["name"] == "multiscale" and (not cfg.get("scales") or min(cfg["scales"]) <= 0):
         raise ConfigError(f"tta=multiscale needs positive tta.scales (multiples of the input size), got {cfg.get('scales')}")
-    try:
-        return builders[name](size, **cfg)
-    except TypeError as e:
-        raise ConfigError(f"tta {name!r}: {e}") from None
+    return TTA.build_from(cfg, size=size)

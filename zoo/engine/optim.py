@@ -60,7 +60,6 @@ def param_groups(
 def build_optimizer(cfg: dict[str, Any], groups: list[dict[str, Any]]) -> Optimizer:
     """Build ``cfg["name"]`` over parameter groups; a group's ``lr_mult`` scales the base ``lr``."""
     cfg = dict(cfg)
-    name = cfg.pop("name")
     lr = float(cfg.pop("lr"))
     cfg.pop("decay_norm_and_bias", None)
     if not lr > 0:
@@ -68,10 +67,7 @@ def build_optimizer(cfg: dict[str, Any], groups: list[dict[str, Any]]) -> Optimi
     if float(cfg.get("weight_decay", 0.0)) < 0:
         raise ConfigError(f"optimizer.weight_decay must be >= 0, got {cfg['weight_decay']}")
     groups = [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in groups]
-    try:
-        return OPTIMIZERS.build(name, params=groups, lr=lr, **cfg)
-    except TypeError as e:
-        raise ConfigError(f"optimizer {name!r}: {e}") from None
+    return OPTIMIZERS.build_from(cfg, params=groups, lr=lr)
 
 
 @OPTIMIZERS.register("sgd")
@@ -192,17 +188,14 @@ class Schedule:
         monitor_mode: str = "max",
     ) -> None:
         cfg = dict(cfg)
-        name = cfg.pop("name")
+        name = cfg["name"]
         warmup_epochs = float(cfg.pop("warmup_epochs", 0.0))
         warmup_start = float(cfg.pop("warmup_start_factor", 0.1))
         plateau_kw = {k: cfg.pop(k) for k in ("factor", "patience", "threshold", "cooldown", "min_lr") if k in cfg}
         check_warmup(warmup_epochs, max_epochs)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.warmup_steps = round(warmup_epochs * self.steps_per_epoch)
-        try:
-            base = SCHEDULERS.build(name, total_epochs=float(max_epochs), **cfg)
-        except TypeError as e:
-            raise ConfigError(f"scheduler {name!r}: {e}") from None
+        base = SCHEDULERS.build_from(cfg, total_epochs=float(max_epochs))
         self.name = name
         self._base = base or (lambda epoch: 1.0)
         self._warmup_start = warmup_start

@@ -11,20 +11,13 @@ A config group such as ``configs/callbacks/`` composes into one mapping, ``{key:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping, TypeVar
 
 from zoo.errors import ConfigError
 from zoo.registry import Registry
-from zoo.schema import check_options
+from zoo.schema import check_call, check_options, options_of
 
 T = TypeVar("T")
-
-
-def options_of(builder: Any, fixed: Mapping[str, Any] = {}) -> list[str]:
-    """The keyword parameters of ``builder`` a config may set (those in ``fixed`` are the builder's)."""
-    params = inspect.signature(builder).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in fixed]
 
 
 def build_one(registry: Registry[T], group: str, key: str, options: Mapping[str, Any], base: type,
@@ -56,11 +49,7 @@ def check_entry(registry: Registry[T], group: str, key: str, options: Mapping[st
         raise ConfigError(f"unknown {registry.kind} {key!r}; known: {', '.join(registry.list())} "
                           f"(or _target_: for your own class, {group}.{key}._target_=pkg.module.Class)")
     builder = registry.get(key).obj
-    known = options_of(builder, fixed)
-    unknown = sorted(set(options) - set(known))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
-        raise ConfigError(f"unknown option {group}.{key}.{unknown[0]}; known: {', '.join(known) or '(none)'}")
-    check_options(f"{group}.{key}", options, builder)
+    check_call(f"{group}.{key}", options, builder, fixed)
     return builder
 
 

@@ -9,14 +9,12 @@ Each architecture family lives in its own module and registers one builder per v
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.registry import Registry
+from zoo.registry import Registry, import_modules
 
 MODELS: Registry[nn.Module] = Registry("model")
 
@@ -39,9 +37,7 @@ def register_model(
 
 def _import_families() -> None:
     """Import every family module of this package once, so a new family is just a new file."""
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name not in _NOT_FAMILIES:
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_modules(__name__, __path__, _NOT_FAMILIES)
 
 
 def create_model(

@@ -128,7 +128,7 @@ class GenerativeModel(nn.Module):
     """The contract of the zoo's generative models (VAE, autoencoders, GANs).
 
     A latent prior N(0, I) of ``latent_dim`` dimensions, ``generate(z)`` mapping latents to images in
-    ``output_range`` (``in_chans`` x ``img_size`` x ``img_size``), ``sample(n)`` drawing from the prior,
+    ``output_range`` (``in_chans`` x ``image_size`` x ``image_size``), ``sample(n)`` drawing from the prior,
     and a ``fixed_noise`` buffer: latents drawn once from ``seed`` and saved with the weights, so the
     sample grids of every epoch (and of a resumed run) show the same points of the latent space.
     """
@@ -136,11 +136,11 @@ class GenerativeModel(nn.Module):
     #: pixel range of ``generate`` and of the data the model is trained on
     output_range: tuple[float, float] = (0.0, 1.0)
 
-    def __init__(self, latent_dim: int, in_chans: int, img_size: int, num_fixed: int = 64, seed: int = 0) -> None:
+    def __init__(self, latent_dim: int, in_chans: int, image_size: int, num_fixed: int = 64, seed: int = 0) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim, self.in_chans, self.img_size = latent_dim, in_chans, img_size
+        self.latent_dim, self.in_chans, self.image_size = latent_dim, in_chans, image_size
         fixed = torch.randn(num_fixed, latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu")
         self.register_buffer("fixed_noise", fixed)
 

@@ -97,7 +97,7 @@ class Captioner(nn.Module):
         embed_dim: int = 256,
         hidden_dim: int = 512,
         num_layers: int = 1,
-        dropout: float = 0.0,
+        drop_rate: float = 0.0,
         image_as: Literal["input", "state", "grid", "attention"] = "input",
         pool_size: int | None = 1,
         attention_dim: int | None = None,
@@ -140,8 +140,8 @@ class Captioner(nn.Module):
         context_dim = channels if image_as == "attention" else 0  # the attended context joins each input and output
         self.attention = SoftAttention(channels, hidden_dim, attention_dim or hidden_dim) if context_dim else None
         self.rnn = CELLS[cell](embed_dim + context_dim, hidden_dim, num_layers, batch_first=True,
-                               dropout=dropout if num_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
+                               dropout=drop_rate if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(hidden_dim + context_dim, vocab_size)
         if freeze_encoder:
             self.encoder.requires_grad_(False)

@@ -41,20 +41,20 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _stages(img_size: int) -> int:
-    """Number of factor-2 resolution steps between a 4x4 map and ``img_size``."""
-    stages = int(math.log2(img_size)) - 2
-    if img_size < 8 or 2 ** (stages + 2) != img_size:
-        raise ValueError(f"DCGAN needs a power-of-two img_size >= 8, got {img_size}")
+def _stages(image_size: int) -> int:
+    """Number of factor-2 resolution steps between a 4x4 map and ``image_size``."""
+    stages = int(math.log2(image_size)) - 2
+    if image_size < 8 or 2 ** (stages + 2) != image_size:
+        raise ValueError(f"DCGAN needs a power-of-two image_size >= 8, got {image_size}")
     return stages
 
 
 class DCGANGenerator(nn.Sequential):
     """``z`` (N, latent_dim) -> 4x4 map of ``width * 2**(stages-1)`` channels -> halving the
-    channels while doubling the side -> ``out_chans`` x ``img_size`` x ``img_size`` in [-1, 1]."""
+    channels while doubling the side -> ``out_chans`` x ``image_size`` x ``image_size`` in [-1, 1]."""
 
-    def __init__(self, latent_dim: int, out_chans: int, img_size: int, width: int) -> None:
-        stages = _stages(img_size)
+    def __init__(self, latent_dim: int, out_chans: int, image_size: int, width: int) -> None:
+        stages = _stages(image_size)
         ch = width * 2 ** (stages - 1)
         layers: list[nn.Module] = [
             nn.Unflatten(1, (latent_dim, 1, 1)),
@@ -71,8 +71,8 @@ class DCGANDiscriminator(nn.Sequential):
     """Image -> strided 4x4 convolutions doubling the channels while halving the side down to 4x4
     -> a 4x4 convolution to one logit per image."""
 
-    def __init__(self, in_chans: int, img_size: int, width: int) -> None:
-        stages = _stages(img_size)
+    def __init__(self, in_chans: int, image_size: int, width: int) -> None:
+        stages = _stages(image_size)
         layers: list[nn.Module] = [nn.Conv2d(in_chans, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         ch = width
         for _ in range(stages - 1):
@@ -85,11 +85,11 @@ class DCGANDiscriminator(nn.Sequential):
 class MLPGenerator(nn.Sequential):
     """Fully connected generator: ReLU hidden layers, tanh output reshaped to an image."""
 
-    def __init__(self, latent_dim: int, out_chans: int, img_size: int, hidden: Sequence[int]) -> None:
+    def __init__(self, latent_dim: int, out_chans: int, image_size: int, hidden: Sequence[int]) -> None:
         layers: list[nn.Module] = []
         for a, b in zip([latent_dim, *hidden[:-1]], hidden):
             layers += [nn.Linear(a, b), nn.ReLU(True)]
-        layers += [nn.Linear(hidden[-1], out_chans * img_size * img_size), nn.Tanh(), nn.Unflatten(1, (out_chans, img_size, img_size))]
+        layers += [nn.Linear(hidden[-1], out_chans * image_size * image_size), nn.Tanh(), nn.Unflatten(1, (out_chans, image_size, image_size))]
         super().__init__(*layers)
 
 
@@ -97,9 +97,9 @@ class MLPDiscriminator(nn.Sequential):
     """Fully connected discriminator: LeakyReLU hidden layers with dropout (the paper used maxout
     units with dropout), one logit per image."""
 
-    def __init__(self, in_chans: int, img_size: int, hidden: Sequence[int], drop_rate: float) -> None:
+    def __init__(self, in_chans: int, image_size: int, hidden: Sequence[int], drop_rate: float) -> None:
         layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip([in_chans * img_size * img_size, *hidden[:-1]], hidden):
+        for a, b in zip([in_chans * image_size * image_size, *hidden[:-1]], hidden):
             layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, True), nn.Dropout(drop_rate)]
         layers += [nn.Linear(hidden[-1], 1), nn.Flatten(0)]
         super().__init__(*layers)
@@ -111,8 +111,8 @@ class GAN(GenerativeModel):
 
     output_range = (-1.0, 1.0)
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int, in_chans: int, img_size: int) -> None:
-        super().__init__(latent_dim, in_chans, img_size)
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int, in_chans: int, image_size: int) -> None:
+        super().__init__(latent_dim, in_chans, image_size)
         self.generator, self.discriminator = generator, discriminator
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
@@ -125,33 +125,33 @@ class GAN(GenerativeModel):
         return self.generator(z)
 
 
-def _dcgan(in_chans: int, img_size: int, latent_dim: int, width: int) -> GAN:
-    model = GAN(DCGANGenerator(latent_dim, in_chans, img_size, width), DCGANDiscriminator(in_chans, img_size, width),
-                latent_dim, in_chans, img_size)
+def _dcgan(in_chans: int, image_size: int, latent_dim: int, width: int) -> GAN:
+    model = GAN(DCGANGenerator(latent_dim, in_chans, image_size, width), DCGANDiscriminator(in_chans, image_size, width),
+                latent_dim, in_chans, image_size)
     dcgan_init(model)
     return model
 
 
 @register_model(family="gan", task="gan", input_size=64, paper=_DCGAN_PAPER)
-def dcgan(in_chans: int = 3, img_size: int = 64, latent_dim: int = 100, width: int = 128) -> GAN:
+def dcgan(in_chans: int = 3, image_size: int = 64, latent_dim: int = 100, width: int = 128) -> GAN:
     """The paper's DCGAN: 64x64 images, 100-d latent, generator 1024-512-256-128 channels."""
-    return _dcgan(in_chans, img_size, latent_dim, width)
+    return _dcgan(in_chans, image_size, latent_dim, width)
 
 
 @register_model(family="gan", task="gan", input_size=32, paper=_DCGAN_PAPER)
-def dcgan_small(in_chans: int = 1, img_size: int = 32, latent_dim: int = 64, width: int = 32) -> GAN:
+def dcgan_small(in_chans: int = 1, image_size: int = 32, latent_dim: int = 64, width: int = 32) -> GAN:
     """DCGAN for 32x32 images: generator 128-64-32 channels, discriminator 32-64-128."""
-    return _dcgan(in_chans, img_size, latent_dim, width)
+    return _dcgan(in_chans, image_size, latent_dim, width)
 
 
 @register_model(family="gan", task="gan", input_size=32, paper=_GAN_PAPER)
 def gan_mlp(
     in_chans: int = 1,
-    img_size: int = 32,
+    image_size: int = 32,
     latent_dim: int = 64,
     hidden: Sequence[int] = (256, 512),
     drop_rate: float = 0.3,
 ) -> GAN:
     """Fully connected GAN; the discriminator mirrors the generator's hidden sizes."""
-    return GAN(MLPGenerator(latent_dim, in_chans, img_size, hidden),
-               MLPDiscriminator(in_chans, img_size, list(reversed(hidden)), drop_rate), latent_dim, in_chans, img_size)
+    return GAN(MLPGenerator(latent_dim, in_chans, image_size, hidden),
+               MLPDiscriminator(in_chans, image_size, list(reversed(hidden)), drop_rate), latent_dim, in_chans, image_size)

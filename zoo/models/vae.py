@@ -37,33 +37,33 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def mlp_encoder(in_chans: int, img_size: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), *mlp([in_chans * img_size * img_size, *hidden, out_features]))
+def mlp_encoder(in_chans: int, image_size: int, hidden: Sequence[int], out_features: int) -> nn.Sequential:
+    return nn.Sequential(nn.Flatten(), *mlp([in_chans * image_size * image_size, *hidden, out_features]))
 
 
-def mlp_decoder(latent_dim: int, hidden: Sequence[int], out_chans: int, img_size: int) -> nn.Sequential:
-    return nn.Sequential(*mlp([latent_dim, *hidden, out_chans * img_size * img_size]), nn.Unflatten(1, (out_chans, img_size, img_size)))
+def mlp_decoder(latent_dim: int, hidden: Sequence[int], out_chans: int, image_size: int) -> nn.Sequential:
+    return nn.Sequential(*mlp([latent_dim, *hidden, out_chans * image_size * image_size]), nn.Unflatten(1, (out_chans, image_size, image_size)))
 
 
-def _check_conv_size(img_size: int, stages: int) -> int:
-    if stages < 1 or img_size % 2**stages:
-        raise ValueError(f"a {stages}-stage convolutional autoencoder needs img_size divisible by {2**stages}, got {img_size}")
-    return img_size // 2**stages
+def _check_conv_size(image_size: int, stages: int) -> int:
+    if stages < 1 or image_size % 2**stages:
+        raise ValueError(f"a {stages}-stage convolutional autoencoder needs image_size divisible by {2**stages}, got {image_size}")
+    return image_size // 2**stages
 
 
-def conv_encoder(in_chans: int, img_size: int, widths: Sequence[int], out_features: int) -> nn.Sequential:
+def conv_encoder(in_chans: int, image_size: int, widths: Sequence[int], out_features: int) -> nn.Sequential:
     """Strided 4x4 convolutions halving the side per stage, then a linear layer to ``out_features``."""
-    side = _check_conv_size(img_size, len(widths))
+    side = _check_conv_size(image_size, len(widths))
     layers: list[nn.Module] = []
     for a, b in zip([in_chans, *widths[:-1]], widths):
         layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * side * side, out_features))
 
 
-def conv_decoder(latent_dim: int, widths: Sequence[int], out_chans: int, img_size: int) -> nn.Sequential:
+def conv_decoder(latent_dim: int, widths: Sequence[int], out_chans: int, image_size: int) -> nn.Sequential:
     """The mirror of :func:`conv_encoder`: a linear layer to the smallest feature map, then 4x4
     transposed convolutions doubling the side per stage; the last one gives the pixel logits."""
-    side = _check_conv_size(img_size, len(widths))
+    side = _check_conv_size(image_size, len(widths))
     widths = list(reversed(widths))
     layers: list[nn.Module] = [nn.Linear(latent_dim, widths[0] * side * side), nn.Unflatten(1, (widths[0], side, side))]
     for a, b in zip(widths, [*widths[1:], out_chans]):
@@ -87,11 +87,11 @@ class Autoencoder(GenerativeModel):
         decoder: nn.Module,
         latent_dim: int,
         in_chans: int,
-        img_size: int,
+        image_size: int,
         noise: Literal["masking", "gaussian"] = "masking",
         noise_level: float = 0.0,
     ) -> None:
-        super().__init__(latent_dim, in_chans, img_size)
+        super().__init__(latent_dim, in_chans, image_size)
         if noise not in ("masking", "gaussian") or noise_level < 0 or (noise == "masking" and noise_level >= 1):
             raise ValueError(f"noise must be masking (level in [0, 1)) or gaussian (level >= 0); got {noise!r} at {noise_level}")
         self.encoder, self.decoder = encoder, decoder
@@ -125,8 +125,8 @@ class VAE(Autoencoder):
     """Variational autoencoder: the encoder returns ``2 * latent_dim`` values, the mean and the
     log-variance of q(z|x); the decoder gives the Bernoulli logits of p(x|z); the prior is N(0, I)."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, in_chans: int, img_size: int) -> None:
-        super().__init__(encoder, decoder, latent_dim, in_chans, img_size)
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, in_chans: int, image_size: int) -> None:
+        super().__init__(encoder, decoder, latent_dim, in_chans, image_size)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z|x)."""
@@ -149,55 +149,55 @@ class VAE(Autoencoder):
         return VAEOutput(self.decode(z), mu, logvar, z)
 
 
-def _vae(kind: str, in_chans: int, img_size: int, latent_dim: int, sizes: Sequence[int], code: int) -> tuple[nn.Module, nn.Module]:
+def _vae(kind: str, in_chans: int, image_size: int, latent_dim: int, sizes: Sequence[int], code: int) -> tuple[nn.Module, nn.Module]:
     """Encoder (to ``code`` outputs) and decoder of an MLP (``sizes``: hidden units) or convolutional
     (``sizes``: channels per stage) autoencoder."""
     if kind == "mlp":
-        return mlp_encoder(in_chans, img_size, sizes, code), mlp_decoder(latent_dim, list(reversed(sizes)), in_chans, img_size)
-    return conv_encoder(in_chans, img_size, sizes, code), conv_decoder(latent_dim, sizes, in_chans, img_size)
+        return mlp_encoder(in_chans, image_size, sizes, code), mlp_decoder(latent_dim, list(reversed(sizes)), in_chans, image_size)
+    return conv_encoder(in_chans, image_size, sizes, code), conv_decoder(latent_dim, sizes, in_chans, image_size)
 
 
 @register_model(family="vae", task="vae", input_size=32, paper=_VAE_PAPER)
-def vae_mlp(in_chans: int = 1, img_size: int = 32, latent_dim: int = 16, hidden: Sequence[int] = (512, 256)) -> VAE:
+def vae_mlp(in_chans: int = 1, image_size: int = 32, latent_dim: int = 16, hidden: Sequence[int] = (512, 256)) -> VAE:
     """VAE with MLP encoder and decoder (the paper's MNIST architecture, deeper and with ReLU)."""
-    return VAE(*_vae("mlp", in_chans, img_size, latent_dim, hidden, 2 * latent_dim), latent_dim, in_chans, img_size)
+    return VAE(*_vae("mlp", in_chans, image_size, latent_dim, hidden, 2 * latent_dim), latent_dim, in_chans, image_size)
 
 
 @register_model(family="vae", task="vae", input_size=32, paper=_VAE_PAPER)
-def vae_conv(in_chans: int = 1, img_size: int = 32, latent_dim: int = 16, widths: Sequence[int] = (32, 64)) -> VAE:
+def vae_conv(in_chans: int = 1, image_size: int = 32, latent_dim: int = 16, widths: Sequence[int] = (32, 64)) -> VAE:
     """VAE with a strided-convolution encoder and a transposed-convolution decoder."""
-    return VAE(*_vae("conv", in_chans, img_size, latent_dim, widths, 2 * latent_dim), latent_dim, in_chans, img_size)
+    return VAE(*_vae("conv", in_chans, image_size, latent_dim, widths, 2 * latent_dim), latent_dim, in_chans, image_size)
 
 
 @register_model(family="autoencoder", task="autoencoder", input_size=32, paper=_DAE_PAPER)
-def ae_mlp(in_chans: int = 1, img_size: int = 32, latent_dim: int = 32, hidden: Sequence[int] = (512, 256)) -> Autoencoder:
+def ae_mlp(in_chans: int = 1, image_size: int = 32, latent_dim: int = 32, hidden: Sequence[int] = (512, 256)) -> Autoencoder:
     """Standard undercomplete MLP autoencoder (no corruption)."""
-    return Autoencoder(*_vae("mlp", in_chans, img_size, latent_dim, hidden, latent_dim), latent_dim, in_chans, img_size)
+    return Autoencoder(*_vae("mlp", in_chans, image_size, latent_dim, hidden, latent_dim), latent_dim, in_chans, image_size)
 
 
 @register_model(family="autoencoder", task="autoencoder", input_size=32, paper=_DAE_PAPER)
 def dae_mlp(
     in_chans: int = 1,
-    img_size: int = 32,
+    image_size: int = 32,
     latent_dim: int = 32,
     hidden: Sequence[int] = (512, 256),
     noise: Literal["masking", "gaussian"] = "masking",
     noise_level: float = 0.25,
 ) -> Autoencoder:
     """Denoising MLP autoencoder; masking noise on 25% of the pixels by default (Vincent et al. 2008)."""
-    encoder, decoder = _vae("mlp", in_chans, img_size, latent_dim, hidden, latent_dim)
-    return Autoencoder(encoder, decoder, latent_dim, in_chans, img_size, noise, noise_level)
+    encoder, decoder = _vae("mlp", in_chans, image_size, latent_dim, hidden, latent_dim)
+    return Autoencoder(encoder, decoder, latent_dim, in_chans, image_size, noise, noise_level)
 
 
 @register_model(family="autoencoder", task="autoencoder", input_size=32, paper=_DAE_PAPER)
 def dae_conv(
     in_chans: int = 1,
-    img_size: int = 32,
+    image_size: int = 32,
     latent_dim: int = 32,
     widths: Sequence[int] = (32, 64),
     noise: Literal["masking", "gaussian"] = "masking",
     noise_level: float = 0.25,
 ) -> Autoencoder:
     """Denoising convolutional autoencoder."""
-    encoder, decoder = _vae("conv", in_chans, img_size, latent_dim, widths, latent_dim)
-    return Autoencoder(encoder, decoder, latent_dim, in_chans, img_size, noise, noise_level)
+    encoder, decoder = _vae("conv", in_chans, image_size, latent_dim, widths, latent_dim)
+    return Autoencoder(encoder, decoder, latent_dim, in_chans, image_size, noise, noise_level)

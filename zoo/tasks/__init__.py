@@ -1,10 +1,11 @@
-"""Tasks: how a batch becomes losses and metrics for one kind of model."""
+"""Tasks: how a batch becomes losses and metrics for one kind of model.
 
-from zoo.tasks import captioning as _captioning  # noqa: F401  (registers the task)
-from zoo.tasks import classification as _classification  # noqa: F401  (registers the task)
-from zoo.tasks import generative as _generative  # noqa: F401  (autoencoder, vae, gan)
-from zoo.tasks import detection as _detection  # noqa: F401  (registers the task)
-from zoo.tasks import segmentation as _segmentation  # noqa: F401  (registers the task)
+Every module here but ``base`` is imported, so a new task is one new file with ``@TASKS.register``.
+"""
+
+from zoo.registry import import_modules
 from zoo.tasks.base import TASKS, Task, build_task
+
+import_modules(__name__, __path__, {"base"})
 
 __all__ = ["TASKS", "Task", "build_task"]

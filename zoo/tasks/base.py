@@ -131,11 +131,6 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
 
 def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, **extra: Any) -> Task:
     """Build the task named in ``cfg``; refuses a model registered for a different task."""
-    cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name != model_task:
-        raise ConfigError(f"task={name} cannot train a {model_task} model; use task={model_task} or another model")
-    try:
-        return TASKS.build(name, model=model, **cfg, **extra)
-    except TypeError as e:
-        raise ConfigError(f"task {name!r}: {e}") from None
+    if cfg["name"] != model_task:
+        raise ConfigError(f"task={cfg['name']} cannot train a {model_task} model; use task={model_task} or another model")
+    return TASKS.build_from(cfg, model=model, **extra)

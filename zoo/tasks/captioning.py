@@ -68,7 +68,7 @@ class CaptioningTask(Task):
         return self.vocab.batch(captions, self.max_len - 1).to(device)  # words + <eos> fit max_len steps
 
     @staticmethod
-    def _images(images: Any) -> torch.Tensor:
+    def _stacked(images: Any) -> torch.Tensor:
         return images if isinstance(images, torch.Tensor) else torch.stack(images)
 
     def _teacher_forced(self, images: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,7 +83,7 @@ class CaptioningTask(Task):
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         images, targets = batch
-        images = self._images(images)
+        images = self._stacked(images)
         refs = [_references(t) for t in targets]
         picks = [r[int(torch.randint(len(r), ()))] if len(r) > 1 else r[0] for r in refs]
         nll, correct, count = self._teacher_forced(images, picks)
@@ -102,7 +102,7 @@ class CaptioningTask(Task):
 
     def validation_step(self, batch: Any) -> None:
         images, targets = batch
-        images = self._images(images)
+        images = self._stacked(images)
         refs = [_references(t) for t in targets]
         nll, correct, count = self._teacher_forced(images, [r[0] for r in refs])
         self._sums = self._sums.to(images.device) + torch.stack([nll.detach(), correct.float(), count.float()])

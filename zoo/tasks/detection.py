@@ -23,7 +23,7 @@ from zoo.tasks.base import TASKS, Task, for_display
 _MODEL_KEYS = ("boxes", "labels")
 
 
-def _images(batch_images: Any) -> list[torch.Tensor]:
+def _image_list(batch_images: Any) -> list[torch.Tensor]:
     return list(batch_images.unbind(0)) if isinstance(batch_images, torch.Tensor) else list(batch_images)
 
 
@@ -48,13 +48,13 @@ class DetectionTask(Task):
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         images, targets = batch[0], batch[1]
-        losses = self.model(_images(images), [{k: t[k] for k in _MODEL_KEYS} for t in targets])
+        losses = self.model(_image_list(images), [{k: t[k] for k in _MODEL_KEYS} for t in targets])
         out = {"loss": sum(losses.values())}
         out.update({f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in losses.items()})
         return out
 
     def validation_step(self, batch: Any) -> None:
-        images, targets = _images(batch[0]), batch[1]
+        images, targets = _image_list(batch[0]), batch[1]
         detections = self.model(images)
         self.metric.update(detections, targets, [tuple(x.shape[-2:]) for x in images])
         for image, target, det in zip(images, targets, detections):

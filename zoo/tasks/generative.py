@@ -39,7 +39,7 @@ from zoo.models.base import GenerativeModel
 from zoo.tasks.base import TASKS, Task
 
 
-def _images(batch: Any) -> torch.Tensor:
+def _batch_images(batch: Any) -> torch.Tensor:
     """The images of an ``(images, labels)`` batch (labels are unused) or of a bare tensor."""
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
@@ -78,7 +78,7 @@ class _ImageTask(Task):
 
     def _checked(self, batch: Any) -> torch.Tensor:
         """The batch's images, once verified to lie in the model's output range."""
-        x = _images(batch)
+        x = _batch_images(batch)
         if not self._range_checked:
             low, high = self.model.output_range
             lo, hi = float(x.min()), float(x.max())

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.data.base import IGNORE_INDEX
 from zoo.errors import ConfigError
 from zoo.metrics.segmentation import SegmentationMetrics
 from zoo.models.crf import DenseCRF
@@ -63,7 +64,7 @@ class SegmentationTask(Task):
         self,
         model: nn.Module,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         boundary_width: int = 3,
         crf: dict[str, Any] | None = None,
         crf_every_epoch: bool = False,
