@@ -119,11 +119,8 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None,
             elif int(want) != have:
                 raise ConfigError(f"model.{key}={want} but the data has {key}={have}; drop the override or pick matching data")
         kwargs = fill_from_info(kwargs, data.info)
-    try:
-        with strict_loading(TransferConfig.from_dict(transfer_cfg).strict):
-            model = create_model(name, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model {name!r}: {e}") from None
+    with strict_loading(TransferConfig.from_dict(transfer_cfg).strict):
+        model = MODELS.build_from({"name": name, **kwargs}, group="model", call=create_model)
     return model, info
 
 
