@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, NamedTuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
