@@ -59,11 +59,10 @@ class ModelCheckpoint(Monitored):
 
     # ---- where and what ------------------------------------------------------------------------------
 
-    def _better(self, a: tuple[float, int, str], b: tuple[float, int, str]) -> bool:
-        """``a`` ranks before ``b``: a better value, or the same value at a later epoch."""
-        if a[0] != b[0]:
-            return a[0] > b[0] if self.mode == "max" else a[0] < b[0]
-        return a[1] > b[1]
+    def _ranked(self, entries: list[tuple[float, int, str]]) -> list[tuple[float, int, str]]:
+        """The ``save_top_k`` best of ``entries``, best first: a better value, or the same value at a later epoch."""
+        ranked = sorted(entries, key=lambda e: (e[0] if self.mode == "max" else -e[0], e[1]), reverse=True)
+        return ranked if self.save_top_k == -1 else ranked[: self.save_top_k]
 
     @property
     def best_model_path(self) -> Path | None:
@@ -122,16 +121,14 @@ class ModelCheckpoint(Monitored):
 
     def _keep(self, checkpoint: dict[str, Any], entry: tuple[float, int, str]) -> None:
         assert self.dir is not None
-        full = self.save_top_k != -1 and len(self.top) >= self.save_top_k
-        if full and not self._better(entry, self.top[-1]):
+        ranked = self._ranked([*self.top, entry])
+        if entry not in ranked:
             return
         checkpoint["callbacks"][self.state_key or "checkpoint"] = self.state_dict(extra=entry)
         save_checkpoint(checkpoint, self.dir / entry[2])
-        self.top.append(entry)
-        self.top.sort(key=lambda e: (e[0] if self.mode == "max" else -e[0], e[1]), reverse=True)
-        for _, _, name in self.top[self.save_top_k:] if self.save_top_k != -1 else []:
+        for _, _, name in set(self.top) - set(ranked):
             (self.dir / name).unlink(missing_ok=True)
-        del self.top[self.save_top_k if self.save_top_k != -1 else len(self.top):]
+        self.top = ranked
         if self.top[0] == entry:
             _place(self.dir / entry[2], self.dir / "best.pt", link=True)
             log.info("new best %s %.4f at epoch %d: %s", self.monitor, entry[0], entry[1], entry[2])
@@ -140,9 +137,7 @@ class ModelCheckpoint(Monitored):
 
     def state_dict(self, extra: tuple[float, int, str] | None = None) -> dict[str, Any]:
         """The monitor and the kept files; ``extra`` (the file being written) is listed as if already kept."""
-        top = sorted(self.top + ([extra] if extra else []), key=lambda e: (e[0] if self.mode == "max" else -e[0], e[1]),
-                     reverse=True)
-        top = top[: self.save_top_k] if self.save_top_k != -1 else top
+        top = self._ranked(self.top + ([extra] if extra else []))
         return {"monitor": self.monitor, "mode": self.mode, "top": [list(t) for t in top]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ class Progress(Callback):
         if mode not in ("auto", "bar", "lines", "none"):
             raise ConfigError(f"callbacks.progress.mode must be auto, bar, lines or none, got {mode!r}")
         self.mode = mode
-        self._bar: Any = None
+        self._bar: Any = None  # the training epoch's tqdm bar ...
+        self._eval_bar: Any = None  # ... and the evaluation pass's
         self._t0 = 0.0
         self._batches = 0  # training batches seen since the fit (or the resume) started ...
         self._samples = 0
@@ -114,18 +115,17 @@ class Progress(Callback):
         return " | ".join(parts)
 
     def on_eval_start(self, trainer: Trainer, task: Task, stage: str, num_batches: int) -> None:
-        self._eval_bar = None
         if self._active(trainer) == "bar":
             from tqdm.auto import tqdm
 
             self._eval_bar = tqdm(total=num_batches, desc=stage, leave=False, dynamic_ncols=True)
 
     def on_eval_batch_end(self, trainer: Trainer, task: Task, stage: str, batch_idx: int) -> None:
-        if getattr(self, "_eval_bar", None) is not None:
+        if self._eval_bar is not None:
             self._eval_bar.update(1)
 
     def on_eval_end(self, trainer: Trainer, task: Task, stage: str) -> None:
-        if getattr(self, "_eval_bar", None) is not None:
+        if self._eval_bar is not None:
             self._eval_bar.close()
             self._eval_bar = None
 
