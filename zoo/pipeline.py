@@ -65,7 +65,11 @@ def _check_train(c: dict[str, Any]) -> None:
 
 
 def _check_evaluate(c: dict[str, Any]) -> None:
+    """The same for an evaluation config (whether its device exists is the machine's, checked when it runs)."""
+    if not c.get("ckpt_path"):
+        raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
     check_config(c, CONFIG_DIR, "evaluate")
+    build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
 
 
@@ -192,8 +196,8 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     main = distributed.env().is_main
     trainer_cfg = TrainerConfig.from_dict(c["trainer"])
     seed_everything(int(c["seed"]), trainer_cfg.deterministic)
-    trainer_device = distributed.local_device(resolve_device(trainer_cfg.device))  # fail fast on a bad device
-    callbacks = build_callbacks(c.get("callbacks"))  # ... and on bad callback settings, before loading data
+    trainer_device = distributed.local_device(resolve_device(trainer_cfg.device))
+    callbacks = build_callbacks(c.get("callbacks"))
     dist_env = distributed.setup(trainer_device)
     if dist_env.enabled:
         log.info("distributed: %d processes, %s backend", dist_env.world_size, torch.distributed.get_backend())
@@ -279,8 +283,6 @@ def _fmt(metrics: dict[str, float]) -> str:
 @_in_claimed_run(_check_evaluate)
 def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
-    if not c.get("ckpt_path"):
-        raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
     state = load_checkpoint(c["ckpt_path"])
     if state.get("format") != FORMAT or "config" not in state:
         raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
@@ -291,7 +293,6 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     device, precision = c.get("device", "auto"), c.get("precision", "auto")
     resolve_precision(precision, resolve_device(device, key="device"), key="precision")  # errors name evaluate.yaml's keys
     tta_cfg = c.get("tta") or {"name": "none"}
-    build_tta(tta_cfg, 1)  # fail fast on a bad tta config before loading data
     if tta_cfg.get("name", "none") != "none":
         run_cfg["data"]["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
     progress = [Progress()] if c.get("progress_bar", True) else []
