@@ -172,7 +172,7 @@ def trainer_overhead(name: str, args: argparse.Namespace, device: torch.device) 
     """Seconds per step of the shared trainer vs a hand-written loop on the same synthetic data."""
     import tempfile
 
-    from zoo.data.base import DataModule
+    from zoo.data.types import DataModule
     from zoo.data.loaders import TensorLoader
     from zoo.engine.state import TrainerConfig
     from zoo.engine.trainer import Trainer

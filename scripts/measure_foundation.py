@@ -56,7 +56,6 @@ def hand_loop_step_time(epochs: int) -> tuple[float, float]:
     import torch.nn.functional as F
 
     from zoo.data import build_datamodule
-    from zoo.data.augment import RandomAffine
     from zoo.engine.optim import Schedule
     from zoo.models import create_model
 
@@ -66,7 +65,7 @@ def hand_loop_step_time(epochs: int) -> tuple[float, float]:
     model = create_model("lenet5", num_classes=10, in_chans=1)
     opt = torch.optim.Adam(model.parameters(), lr=0.005)
     sched = Schedule(opt, {"name": "onecycle"}, len(data.train), epochs)
-    aug = RandomAffine(10, 0.1, (0.9, 1.1))
+    augment_and_normalize = data.train.transform  # the same per-batch work as the trainer's loader
     x_all, y_all = data.train.x, data.train.y
     steps, total, fastest = 0, 0.0, float("inf")
     for epoch in range(epochs):
@@ -76,7 +75,7 @@ def hand_loop_step_time(epochs: int) -> tuple[float, float]:
         order = torch.randperm(len(x_all), generator=gen)
         for i in range(0, len(x_all), 64):
             idx = order[i : i + 64]
-            x, y = aug(x_all[idx], gen), y_all[idx]
+            x, y = augment_and_normalize(x_all[idx], gen), y_all[idx]
             loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -96,7 +95,7 @@ def fixed_overhead(repeats: int) -> tuple[float, float]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from zoo.data.base import DataModule
+    from zoo.data.types import DataModule
     from zoo.data.loaders import TensorLoader
     from zoo.engine.callbacks import build_callbacks
     from zoo.engine.optim import Schedule

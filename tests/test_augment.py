@@ -47,7 +47,7 @@ def test_random_crop_takes_windows_of_the_padded_image(mode: str) -> None:
         assert hits, "output is not a window of the padded image"
         offsets.add(hits[0])
     assert len(offsets) > 5  # offsets vary per image
-    v2_out = RandomCrop(p, mode).v2(8, [0, 0, 0])(x[0])
+    v2_out = RandomCrop(p, mode).v2(8)(x[0])
     assert v2_out.shape == (3, 8, 8)
 
 
@@ -70,7 +70,7 @@ def test_v2_ops_match_the_batched_ones_in_kind() -> None:
     cfg = {"ops": {"random_resized_crop": {"scale": [0.5, 1.0]}, "hflip": {"p": 1.0}, "color_jitter": {"brightness": 0.2},
                    "affine": {"degrees": 5, "translate": 0.1, "scale": [0.9, 1.1]}}}
     ops = parse_augmentation(cfg)
-    pipeline = v2.Compose([op.v2(24, [128, 128, 128]) for op in ops])
+    pipeline = v2.Compose([op.v2(24) for op in ops])
     assert pipeline(image).shape == (3, 24, 24) and pipeline(image).dtype == torch.uint8
     assert [type(t).__name__ for t in pipeline.transforms] == ["RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter", "RandomAffine"]
 

@@ -131,7 +131,7 @@ def test_user_callback_from_config_sees_the_hooks_in_order(tmp_path: Path) -> No
 def test_no_sync_between_accumulated_backward_passes() -> None:
     """Under DDP the gradients are all-reduced once per update: every backward but the last of an
     accumulation runs inside ``model.no_sync()``."""
-    from zoo.data.base import DataModule
+    from zoo.data.types import DataModule
     from zoo.data.loaders import TensorLoader
     from zoo.engine.distributed import DistEnv
     from zoo.engine.state import TrainerConfig

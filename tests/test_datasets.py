@@ -13,7 +13,7 @@ import torch
 from tests.data_fixtures import corrupt_idx, make_cifar, make_image_folder, make_mnist, make_svhn
 from tests.helpers import run_cli
 from zoo.data import build_datamodule
-from zoo.data.base import DataModule
+from zoo.data.types import DataModule
 from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError
 
 FOLDER_CLASSES = ["cat", "dog", "fox"]

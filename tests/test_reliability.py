@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zoo.data import build_datamodule
-from zoo.data.base import DataModule
+from zoo.data.types import DataModule
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.engine.callbacks import ModelCheckpoint, NonFiniteLoss, NonFiniteLossError, SignalHandler
 from zoo.engine.state import TrainerConfig

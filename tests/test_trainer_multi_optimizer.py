@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.data.base import DataModule
+from zoo.data.types import DataModule
 from zoo.data.loaders import TensorLoader
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.engine.callbacks import ModelCheckpoint

@@ -165,11 +165,11 @@ def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any
         except RuntimeError as e:
             raise CheckpointError(f"{c.get('ckpt_path')}: weights do not fit model {model_cfg['name']}: "
                                   f"{str(e).splitlines()[0]}") from None
-    task = build_task(fill_from_info(c["task"], data.info), model, info["task"], num_classes=data.num_classes)
-    task.set_class_names(data.class_names)
     policy = build_transfer(c.get("transfer"), model) if checkpoint is None else None
+    task = build_task(fill_from_info(c["task"], data.info), model, info["task"], policy.lr_mult if policy else None,
+                      num_classes=data.num_classes)
+    task.set_class_names(data.class_names)
     if policy is not None:
-        task.param_lr_mult = policy.lr_mult
         log.info(policy.describe())
         if not model_cfg.get("pretrained") and policy.trainable < len(policy.stages):
             log.warning("transfer=%s without model.pretrained: the frozen stages keep their random initialisation", policy.cfg.name)

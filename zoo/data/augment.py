@@ -8,24 +8,27 @@ Every operation has two implementations of the same distribution:
 
 * ``op(batch, generator)``: batched, for the in-memory fast path. ``batch`` is an ``(N, C, H, W)``
   float tensor on any device; one call per mini-batch, no per-sample Python.
-* ``op.v2(size, fill)``: a per-sample ``torchvision.transforms.v2`` transform for the DataLoader path.
+* ``op.v2(size)``: a per-sample ``torchvision.transforms.v2`` transform for the DataLoader path.
 
-Colour operations assume pixel values in [0, 1], which holds for every on-disk dataset (normalised
-after augmentation); the embedded digits are normalised up front, so use geometric ops there.
+Both paths augment images with pixel values in [0, 1], before normalisation, so colour operations
+clamp to the real pixel range and pixels moved in from outside the image (padding, affine warps) are
+black on every dataset and both paths.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from zoo.data.loaders import BatchTransform
 from zoo.errors import ConfigError
 from zoo.registry import Registry
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 class BatchOp:
@@ -38,7 +41,8 @@ class BatchOp:
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+    def v2(self, size: int) -> v2.Transform:
+        """The per-sample transform producing ``size``-sided images (torchvision imported when called)."""
         raise NotImplementedError
 
 
@@ -73,15 +77,16 @@ class HorizontalFlip(BatchOp):
         flip = (torch.rand(x.shape[0], generator=gen) < self.p).to(x.device).view(-1, 1, 1, 1)
         return torch.where(flip, x.flip(-1), x)
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+    def v2(self, size: int) -> v2.Transform:
+        from torchvision.transforms import v2
+
         return v2.RandomHorizontalFlip(self.p)
 
 
 @AUGMENTATIONS.register("random_crop")
 class RandomCrop(BatchOp):
     """Pad by ``padding`` pixels per side, then crop the original size at a random offset
-    (the CIFAR recipe of He et al. 2015, sec. 4.2). Constant padding uses the dataset's mean colour
-    on the DataLoader path and 0 (the mean after normalisation) on the fast path."""
+    (the CIFAR recipe of He et al. 2015, sec. 4.2). Constant padding is black (0) on both paths."""
 
     geometry = "crop"
 
@@ -101,9 +106,10 @@ class RandomCrop(BatchOp):
         offsets = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(x.device)
         return windows[torch.arange(n, device=x.device), :, offsets[0], offsets[1]]
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
-        fill_value = list(fill) if self.padding_mode == "constant" else 0
-        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=fill_value)
+    def v2(self, size: int) -> v2.Transform:
+        from torchvision.transforms import v2
+
+        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=0)
 
 
 @AUGMENTATIONS.register("random_resized_crop")
@@ -133,7 +139,9 @@ class RandomResizedCrop(BatchOp):
         theta = torch.stack([torch.stack([w, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
         return _warp(x, theta)
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+    def v2(self, size: int) -> v2.Transform:
+        from torchvision.transforms import v2
+
         return v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, antialias=True)
 
 
@@ -171,7 +179,9 @@ class ColorJitter(BatchOp):
             x = (s * x + (1 - s) * self._gray(x)).clamp(0, 1)
         return x
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
+    def v2(self, size: int) -> v2.Transform:
+        from torchvision.transforms import v2
+
         return v2.ColorJitter(self.brightness, self.contrast, self.saturation)
 
 
@@ -180,8 +190,7 @@ class RandomAffine(BatchOp):
     """Per-sample random rotation, isotropic scale and translation, applied with one ``grid_sample``.
 
     ``degrees`` is the maximum absolute rotation, ``translate`` the maximum shift as a fraction of
-    the image side, ``scale`` the (min, max) zoom. Pixels moved in from outside copy the border on the
-    fast path and take the mean colour on the DataLoader path.
+    the image side, ``scale`` the (min, max) zoom. Pixels moved in from outside are black on both paths.
     """
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: Sequence[float] = (0.9, 1.1)) -> None:
@@ -197,10 +206,12 @@ class RandomAffine(BatchOp):
         shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, gen).view(n, 2)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        return _warp(x, theta)
+        return _warp(x, theta, padding_mode="zeros")
 
-    def v2(self, size: int, fill: Sequence[int]) -> v2.Transform:
-        return v2.RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale, fill=list(fill))
+    def v2(self, size: int) -> v2.Transform:
+        from torchvision.transforms import v2
+
+        return v2.RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale, fill=0)
 
 
 class Compose:

@@ -26,13 +26,12 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, SampleSplits
+from zoo.data.stats import Stats, photo_stats
+from zoo.data.types import DATASETS, SampleSplits
 from zoo.errors import ConfigError, DataNotFoundError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
-#: ImageNet statistics, the usual normalisation of photographs (and of torchvision's pretrained weights)
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -133,10 +132,10 @@ def _read_json(path: Path, layout: str) -> Any:
 
 
 def _caption_splits(items: dict[str, list[tuple[Path, list[str], int]]], image_size: int, min_freq: int,
-                    max_vocab: int | None, in_chans: int, where: str) -> SampleSplits:
+                    max_vocab: int | None, in_chans: int, where: str, stats: Stats) -> SampleSplits:
     if not items["train"]:
         raise ConfigError(f"{where} has no training images with captions")
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ([0.449], [0.226])
+    mean, std = list(stats["mean"]), list(stats["std"])
     splits = SampleSplits(**{s: CaptionImages(v, image_size, mean, std, in_chans) for s, v in items.items()},
                           class_names=[], in_chans=in_chans, image_size=image_size, mean=mean, std=std)
     return with_vocabulary(splits, (c for _, caps, _ in items["train"] for c in caps), min_freq, max_vocab)
@@ -151,7 +150,7 @@ def _check_root(root: str | None, layout: str) -> Path:
     return path
 
 
-@DATASETS.register("coco_captions", num_classes=0, in_chans=3, samples=True)
+@DATASETS.register("coco_captions", num_classes=0, in_chans=3)
 def coco_captions(
     root: str | None = None,
     train_split: str = "train2017",
@@ -162,6 +161,9 @@ def coco_captions(
     max_vocab: int | None = None,
     in_chans: int = 3,
     num_classes: int = 0,
+    normalize: str | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> SampleSplits:
     """COCO captions: ``<root>/annotations/captions_<split>.json`` with images in ``<root>/<split>/<file_name>``."""
     layout = "annotations/captions_<split>.json and <split>/<image files> (the COCO layout)"
@@ -174,10 +176,11 @@ def coco_captions(
             captions.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]))
         items[split] = [(base / name / img["file_name"], captions[int(img["id"])], int(img["id"]))
                         for img in sorted(data.get("images", []), key=lambda im: int(im["id"])) if int(img["id"]) in captions]
-    return _caption_splits(items, int(image_size), int(min_freq), max_vocab, int(in_chans), str(base))
+    return _caption_splits(items, int(image_size), int(min_freq), max_vocab, int(in_chans), str(base),
+                           photo_stats(normalize, int(in_chans), mean, std))
 
 
-@DATASETS.register("karpathy", num_classes=0, in_chans=3, samples=True)
+@DATASETS.register("karpathy", num_classes=0, in_chans=3)
 def karpathy(
     root: str | None = None,
     json_file: str = "dataset_flickr8k.json",
@@ -188,6 +191,9 @@ def karpathy(
     max_vocab: int | None = None,
     in_chans: int = 3,
     num_classes: int = 0,
+    normalize: str | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> SampleSplits:
     """Karpathy splits: ``<root>/<json_file>`` whose images (``<root>/<image_dir>/[<filepath>/]<filename>``)
     carry ``split`` (train/val/test/restval) and ``sentences`` (each with ``raw`` text)."""
@@ -205,7 +211,8 @@ def karpathy(
         if captions:
             path = base / image_dir / img.get("filepath", "") / img["filename"]
             items[split].append((path, captions, int(img.get("cocoid", img.get("imgid", k)))))
-    return _caption_splits(items, int(image_size), int(min_freq), max_vocab, int(in_chans), str(base / json_file))
+    return _caption_splits(items, int(image_size), int(min_freq), max_vocab, int(in_chans), str(base / json_file),
+                           photo_stats(normalize, int(in_chans), mean, std))
 
 
 # ---- digit scenes ----------------------------------------------------------------------------------------------
@@ -225,7 +232,7 @@ class _SceneCaptions(Dataset):
         return image, {"caption": target["caption"], "captions": [target["caption"]], "image_id": target["image_id"]}
 
 
-@DATASETS.register("digit_scene_captions", num_classes=11, in_chans=1, samples=True)
+@DATASETS.register("digit_scene_captions", num_classes=11, in_chans=1)
 def digit_scene_captions(min_freq: int = 1, max_vocab: int | None = None, **scene_options: Any) -> SampleSplits:
     """The digit scenes (:func:`zoo.data.scenes.digit_scenes`, same options) with the vocabulary of their
     training captions; targets keep only the captions."""

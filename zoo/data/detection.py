@@ -22,14 +22,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, SampleSplits
+from zoo.data.stats import photo_stats
+from zoo.data.types import DATASETS, SampleSplits
 from zoo.errors import ConfigError, DataNotFoundError
 
 #: Pascal VOC's 20 object classes (Everingham et al. 2010); detection and segmentation put background first
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
                "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 Target = dict[str, Any]
 
@@ -95,7 +94,7 @@ def voc_target(keep_difficult: bool) -> Callable[[Any, int], Target]:
     return convert
 
 
-@DATASETS.register("voc", num_classes=len(VOC_CLASSES) + 1, in_chans=3, samples=True, paper="Everingham et al. 2010")
+@DATASETS.register("voc", num_classes=len(VOC_CLASSES) + 1, in_chans=3, paper="Everingham et al. 2010")
 def voc(
     root: str = "data",
     year: str = "2007",
@@ -105,8 +104,9 @@ def voc(
     image_size: int = 600,
     max_size: int = 1000,
     hflip: float = 0.5,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalize: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     num_classes: int | None = None,
     in_chans: int = 3,
 ) -> SampleSplits:
@@ -115,6 +115,7 @@ def voc(
     detector's resize bounds (kept here for the model config)."""
     from torchvision.datasets import VOCDetection
 
+    mean, std = (photo_stats(normalize, 3, mean, std)[k] for k in ("mean", "std"))
     _check_classes(num_classes, ["background", *VOC_CLASSES])
     base = Path(root) / "VOCdevkit" / f"VOC{year}"
     layout = (f"{base}/Annotations/<id>.xml, {base}/JPEGImages/<id>.jpg and {base}/ImageSets/Main/<set>.txt "
@@ -155,7 +156,7 @@ def coco_target(category_ids: list[int]) -> Callable[[Any, int], Target]:
     return convert
 
 
-@DATASETS.register("coco", num_classes=81, in_chans=3, samples=True, paper="Lin et al. 2014")
+@DATASETS.register("coco", num_classes=81, in_chans=3, paper="Lin et al. 2014")
 def coco(
     root: str = "data",
     train_split: str = "train2017",
@@ -164,8 +165,9 @@ def coco(
     image_size: int = 800,
     max_size: int = 1333,
     hflip: float = 0.5,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalize: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     num_classes: int | None = None,
     in_chans: int = 3,
 ) -> SampleSplits:
@@ -173,6 +175,7 @@ def coco(
     training annotations, in id order (their ids are kept in ``info["category_ids"]``)."""
     from torchvision.datasets import CocoDetection
 
+    mean, std = (photo_stats(normalize, 3, mean, std)[k] for k in ("mean", "std"))
     base = Path(root) / "coco"
     layout = f"{base}/annotations/instances_<split>.json and the images in {base}/<split>/; set data.root to the folder holding coco/"
 

@@ -1,8 +1,9 @@
 """The embedded dataset: scikit-learn's handwritten digits (1,797 8x8 grey images, 10 classes;
 UCI "Optical Recognition of Handwritten Digits"), shipped with scikit-learn, so it works offline.
 
-A fixed stratified train/val/test split from ``split_seed``; images resized to the model's input
-side with bilinear interpolation and normalised with training-split statistics.
+A fixed stratified train/val/test split from ``split_seed``; the builder returns the 8x8 images as an
+in-memory :class:`~zoo.data.types.ImageSource` (pixels in [0, 1]), which the image pipeline resizes
+to the model's input side, augments and normalises like MNIST or CIFAR.
 
 For transfer experiments, ``classes`` keeps a subset of the digits (relabelled ``0..k-1`` in the
 given order; val/test are the fixed split's images of those digits) and ``train_per_class`` keeps
@@ -13,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from zoo.data.base import DATASETS, ArraySplits, normalize_splits
+from zoo.data.types import DATASETS, ArrayDataset, ImageSource
 from zoo.errors import ConfigError
 
 
@@ -67,40 +67,27 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, se
 
 @DATASETS.register("digits", num_classes=10, in_chans=1)
 def digits(
-    image_size: int = 32,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     split_seed: int = 0,
-    normalize: str | None = "channel",
-    mean: list[float] | float | None = None,
-    std: list[float] | float | None = None,
-    in_chans: int = 1,
     num_classes: int = 10,
     classes: list[int] | None = None,
     train_per_class: int | None = None,
     train_subset_seed: int = 0,
-) -> ArraySplits:
-    """Load, split, resize and normalise the digits (optionally a subset of classes and of training images)."""
+) -> ImageSource:
+    """Load and split the digits (optionally a subset of classes and of training images)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     mapping, kept = class_subset(bunch.target, classes, num_classes)
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     labels = torch.from_numpy(mapping[bunch.target])
-    if image_size != images.shape[-1]:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    if in_chans != 1:
-        images = images.expand(-1, in_chans, -1, -1).contiguous()
     split = stratified_split(bunch.target, val_fraction, test_fraction, split_seed)  # of all ten digits: fixed
     train, val, test = (idx[mapping[bunch.target[idx]] >= 0] for idx in split)
     if train_per_class is not None:
         if train_per_class < 1:
             raise ConfigError(f"data.train_per_class must be >= 1 or null, got {train_per_class}")
         train = per_class_subset(train, bunch.target, train_per_class, train_subset_seed)
-    splits = ArraySplits(
-        train=(images[train], labels[train]),
-        val=(images[val], labels[val]),
-        test=(images[test], labels[test]),
-        class_names=[str(bunch.target_names[c]) for c in kept],
-    )
-    return normalize_splits(splits, normalize, mean, std)
+    train_set, val_set, test_set = (ArrayDataset(images[idx], labels[idx]) for idx in (train, val, test))
+    return ImageSource("digits", None, train_set, val_set, test_set, [str(bunch.target_names[c]) for c in kept],
+                       native_size=8, in_chans=1)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from zoo.errors import CorruptDataError
+from zoo.errors import ConfigError, CorruptDataError
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +253,84 @@ class ImageLoader:
                 yield x, y
         if self.skipped:
             log.warning("skipped %d unreadable image(s) in the %s split (data.skip_corrupt=true)", self.skipped, self.split)
+
+
+@dataclass
+class LoaderOptions:
+    """The ``data.*`` keys about loading rather than about the dataset itself."""
+
+    batch_size: int
+    eval_batch_size: int
+    in_memory: bool = True  # whole dataset as tensors with batched augmentation (the fast path)
+    on_device: bool = True  # ... held on the training device
+    drop_last: bool = False
+    num_workers: int | str = "auto"  # DataLoader path only
+    pin_memory: bool | str = "auto"  # auto: when training on CUDA
+    persistent_workers: bool = True
+
+    @classmethod
+    def pop_from(cls, cfg: dict[str, Any]) -> LoaderOptions:
+        batch_size = int(cfg.pop("batch_size"))
+        eval_batch_size = int(cfg.pop("eval_batch_size", None) or batch_size)
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size} (eval_batch_size {eval_batch_size})")
+        opts = cls(batch_size, eval_batch_size)
+        for key in ("in_memory", "on_device", "drop_last", "num_workers", "pin_memory", "persistent_workers"):
+            if cfg.get(key) is not None:
+                setattr(opts, key, cfg.pop(key))
+            cfg.pop(key, None)
+        if opts.num_workers != "auto" and (not str(opts.num_workers).isdigit()):
+            raise ConfigError(f"data.num_workers must be auto or an integer >= 0, got {opts.num_workers!r}")
+        return opts
+
+
+def tensor_loaders(
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    opts: LoaderOptions,
+    train_transform: BatchTransform | None,
+    eval_transform: BatchTransform | None,
+    device: torch.device | str,
+    seed: int,
+) -> dict[str, TensorLoader]:
+    """The fast-path loaders of three in-memory splits (on ``device`` when ``on_device``)."""
+    target = torch.device(device) if opts.on_device else torch.device("cpu")
+    return {
+        split: TensorLoader(
+            x,
+            y,
+            opts.batch_size if split == "train" else opts.eval_batch_size,
+            shuffle=split == "train",
+            drop_last=opts.drop_last and split == "train",
+            transform=train_transform if split == "train" else eval_transform,
+            seed=seed,
+        ).to(target)
+        for split, (x, y) in splits.items()
+    }
+
+
+def image_loaders(
+    datasets: dict[str, Dataset],
+    opts: LoaderOptions,
+    workers: int,
+    device: torch.device | str,
+    seed: int,
+    collate_fn: Any = collate_skipping,
+) -> dict[str, ImageLoader]:
+    """The DataLoader-path loaders of three per-sample datasets (shuffled training split, pinned memory
+    when ``pin_memory=auto`` and training on CUDA)."""
+    pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
+    return {
+        split: ImageLoader(
+            dataset,
+            opts.batch_size if split == "train" else opts.eval_batch_size,
+            shuffle=split == "train",
+            drop_last=opts.drop_last and split == "train",
+            seed=seed,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=bool(opts.persistent_workers),
+            split=split,
+            collate_fn=collate_fn,
+        )
+        for split, dataset in datasets.items()
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from zoo.data.base import DATASETS
+from zoo.data.types import DATASETS
 from zoo.models import model_info
 from zoo.models.pretrained import TORCHVISION, weights_cfg
 

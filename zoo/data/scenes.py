@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, IGNORE_INDEX, SampleSplits
+from zoo.data.types import DATASETS, IGNORE_INDEX, SampleSplits
 from zoo.data.digits import stratified_split
 from zoo.data.stats import check_mode, resolve_stats
 from zoo.errors import ConfigError
@@ -183,7 +183,7 @@ def _stats(dataset: DigitScenes, count: int = 256) -> tuple[list[float], list[fl
     return mean, std
 
 
-@DATASETS.register("digit_scenes", num_classes=len(CLASS_NAMES), in_chans=1, samples=True)
+@DATASETS.register("digit_scenes", num_classes=len(CLASS_NAMES), in_chans=1)
 def digit_scenes(
     image_size: int = 64,
     train_scenes: int = 2000,

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from zoo.data.base import DATASETS, IGNORE_INDEX, SampleSplits
 from zoo.data.detection import VOC_CLASSES
+from zoo.data.stats import photo_stats
+from zoo.data.types import DATASETS, IGNORE_INDEX, SampleSplits
 from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError
 
 #: the segmentation classes: background (label 0), then the 20 object classes
@@ -104,7 +105,7 @@ def _ids(folder: Path, split: str) -> list[str]:
     return ids
 
 
-@DATASETS.register("voc_seg", num_classes=len(SEG_CLASSES), in_chans=3, samples=True)
+@DATASETS.register("voc_seg", num_classes=len(SEG_CLASSES), in_chans=3)
 def voc_seg(
     root: str,
     year: str = "2012",
@@ -115,6 +116,7 @@ def voc_seg(
     min_scale: float = 0.5,
     max_scale: float = 2.0,
     flip: bool = True,
+    normalize: str | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
     num_classes: int = len(SEG_CLASSES),
@@ -126,8 +128,7 @@ def voc_seg(
         raise ConfigError(f"Pascal VOC has {len(SEG_CLASSES)} classes and 3 channels; set data.num_classes={len(SEG_CLASSES)} data.in_chans=3")
     if crop_size < 1 or not 0 < min_scale <= max_scale:
         raise ConfigError(f"need data.crop_size >= 1 and 0 < data.min_scale <= data.max_scale, got {crop_size}, {min_scale}, {max_scale}")
-    mean = list(mean or [0.485, 0.456, 0.406])  # ImageNet statistics, as the pretrained backbones expect
-    std = list(std or [0.229, 0.224, 0.225])
+    mean, std = (photo_stats(normalize, 3, mean, std)[k] for k in ("mean", "std"))
     folder = _voc_folder(root, str(year))
 
     def make(split: str, train: bool) -> VOCSegmentation:

@@ -1,8 +1,8 @@
-"""From raw on-disk splits (:class:`~zoo.data.vision.ImageSource`) to the :class:`DataModule` the trainer uses.
+"""From an :class:`~zoo.data.types.ImageSource` (raw classification splits) to the :class:`DataModule`
+the trainer uses. Every image goes through the same order: channels and size, then (training only)
+augmentation on pixels in [0, 1], then normalisation (:mod:`zoo.data.stats`). Two paths, one config:
 
-Two paths, one augmentation config:
-
-* ``data.in_memory=true`` (MNIST, CIFAR, SVHN by default): the splits are decoded once into uint8
+* ``data.in_memory=true`` (digits, MNIST, CIFAR, SVHN by default): the splits are resized once into
   tensors at the model's input size (on the training device with ``data.on_device``); each batch is
   converted to float, augmented by the batched ops and normalised, all as whole-batch tensor ops.
 * ``data.in_memory=false`` (image folders by default): a DataLoader with per-sample
@@ -14,28 +14,38 @@ Two paths, one augmentation config:
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from zoo.data.augment import BatchOp, Compose, has_geometry, parse_augmentation
-from zoo.data.base import DATASETS, DataModule, LoaderOptions, image_loaders, tensor_loaders
-from zoo.data.loaders import ImageLoader, TransformedDataset, collate_skipping, one_line_errors, resolve_workers
+from zoo.data.augment import BatchOp, Compose, has_geometry
+from zoo.data.loaders import (ImageLoader, LoaderOptions, TransformedDataset, collate_skipping, image_loaders,
+                              one_line_errors, resolve_workers, tensor_loaders)
 from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, resolve_stats, stats_of
-from zoo.data.vision import ImageSource, data_files, tensors_of
+from zoo.data.types import DataModule, ImageSource
+from zoo.data.vision import data_files, tensors_of
 from zoo.errors import ConfigError
-from zoo.registry import Entry
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 log = logging.getLogger(__name__)
 
+#: the ``data.*`` keys of the image pipeline (rather than of a dataset builder)
+IMAGE_KEYS = ("normalize", "mean", "std", "in_chans", "num_classes", "image_size", "resize_size", "interpolation",
+              "eval_crop")
 #: ImageNet's evaluation crop: resize the short side to 256, take the central 224 (ratio 0.875)
 CROP_RATIO = 224 / 256
 #: images converted per call when the in-memory path resizes a whole split
 CHUNK = 4096
 #: images per batch when a split is decoded once (for statistics, or into memory)
 DECODE_BATCH = 256
+#: ``data.interpolation`` values (torchvision's ``InterpolationMode``); the in-memory path resizes tensors
+#: with ``torch.nn.functional.interpolate``, which has the first four
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+TENSOR_INTERPOLATIONS = INTERPOLATIONS[:4]
 
 
 def to_float(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -44,7 +54,8 @@ def to_float(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tenso
 
 
 class Geometry:
-    """Sizes and channels of one dataset as configured: the per-sample v2 steps that produce them."""
+    """Sizes and channels of one dataset as configured: resizing whole tensors (the in-memory path) or
+    the per-sample v2 steps that produce them (the DataLoader path)."""
 
     def __init__(self, image_size: int, resize_size: int, in_chans: int, native_chans: int,
                  interpolation: str | None = None) -> None:
@@ -52,35 +63,64 @@ class Geometry:
             raise ConfigError(f"data.in_chans must be 1 or 3 for image datasets, got {in_chans}")
         if image_size < 1 or resize_size < image_size:
             raise ConfigError(f"need 1 <= data.image_size <= data.resize_size; got {image_size} and {resize_size}")
+        if (interpolation or "bilinear") not in INTERPOLATIONS:
+            raise ConfigError(f"unknown data.interpolation {interpolation!r}; use one of: {', '.join(INTERPOLATIONS)}")
         self.image_size, self.resize_size, self.in_chans = image_size, resize_size, in_chans
-        modes = [m.value for m in v2.InterpolationMode]
-        if (interpolation or "bilinear") not in modes:
-            raise ConfigError(f"unknown data.interpolation {interpolation!r}; use one of: {', '.join(modes)}")
-        self.interpolation = v2.InterpolationMode(interpolation or "bilinear")
-        self.channels: list[v2.Transform] = []
-        if in_chans == 3:
-            self.channels = [v2.RGB()]
-        elif native_chans != 1:
-            self.channels = [v2.Grayscale(1)]
+        self.native_chans = native_chans
+        self.interpolation = interpolation or "bilinear"
 
-    def resize(self) -> v2.Resize:
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of ``(N, C, H, W)`` images (uint8 or float, on the CPU) with the configured channels,
+        the short side resized to ``resize_size`` and the central ``image_size`` crop: what
+        :meth:`eval_steps` does per image (the same kernels: torchvision resizes CPU tensors with
+        ``interpolate``, uint8 natively, and converts to grey with the ITU-R 601 weights)."""
+        if self.interpolation not in TENSOR_INTERPOLATIONS:
+            raise ConfigError(f"data.interpolation={self.interpolation} needs PIL images; with data.in_memory=true "
+                              f"use one of: {', '.join(TENSOR_INTERPOLATIONS)}")
+        if x.shape[1] != self.in_chans:
+            if self.in_chans == 3:
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                weights = torch.tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)
+                x = (x.float() * weights).sum(1, keepdim=True).to(x.dtype)
+        h, w = x.shape[-2:]
+        short = min(h, w)
+        size = (self.resize_size, self.resize_size * w // short) if h == short else (self.resize_size * h // short, self.resize_size)
+        if size != (h, w) and len(x):
+            smooth = self.interpolation in ("bilinear", "bicubic")
+            x = F.interpolate(x, size=size, mode=self.interpolation, antialias=smooth,
+                              **({"align_corners": False} if smooth else {}))
+        top, left = round((size[0] - self.image_size) / 2), round((size[1] - self.image_size) / 2)
+        return x[..., top : top + self.image_size, left : left + self.image_size].contiguous()
+
+    def _channels(self) -> list[v2.Transform]:
+        from torchvision.transforms import v2
+
+        if self.in_chans == 3:
+            return [v2.RGB()]
+        return [v2.Grayscale(1)] if self.native_chans != 1 else []
+
+    def _resize(self) -> v2.Resize:
         """The short side to ``resize_size`` with ``data.interpolation`` (default bilinear)."""
-        return v2.Resize(self.resize_size, interpolation=self.interpolation, antialias=True)
+        from torchvision.transforms import v2
+
+        return v2.Resize(self.resize_size, interpolation=v2.InterpolationMode(self.interpolation), antialias=True)
 
     def eval_steps(self, crop: bool = True) -> list[Any]:
         """Channels, short side to ``resize_size``, central crop (``image_size``, or the whole square)."""
-        return [*self.channels, self.resize(),
-                v2.CenterCrop(self.image_size if crop else self.resize_size)]
+        from torchvision.transforms import v2
 
-    def train_steps(self, ops: list[BatchOp], fill: list[int]) -> list[Any]:
+        return [*self._channels(), self._resize(), v2.CenterCrop(self.image_size if crop else self.resize_size)]
+
+    def train_steps(self, ops: list[BatchOp]) -> list[Any]:
         """Channels, the geometry the ops do not take over, then the ops' v2 transforms."""
         if has_geometry(ops, "resize"):
-            steps: list[Any] = list(self.channels)
+            steps: list[Any] = self._channels()
         elif has_geometry(ops, "crop"):
-            steps = [*self.channels, self.resize()]
+            steps = [*self._channels(), self._resize()]
         else:
             steps = self.eval_steps()
-        return steps + [op.v2(self.image_size, fill) for op in ops]
+        return steps + [op.v2(self.image_size) for op in ops]
 
 
 def _resolve_sizes(image_size: int | None, resize_size: int | None, source: ImageSource) -> tuple[int, int]:
@@ -95,6 +135,8 @@ def _resolve_sizes(image_size: int | None, resize_size: int | None, source: Imag
 
 def _decoded(ds: Dataset, steps: list[Any], workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Decode ``ds`` once through ``steps`` (ending at a fixed size): uint8 ``(N, C, H, W)`` batches and labels."""
+    from torchvision.transforms import v2
+
     loader = DataLoader(TransformedDataset(ds, v2.Compose([v2.ToImage(), *steps])), batch_size=DECODE_BATCH,
                         num_workers=workers, collate_fn=collate_skipping)
     for x, y, _ in one_line_errors(loader):
@@ -103,8 +145,8 @@ def _decoded(ds: Dataset, steps: list[Any], workers: int) -> Iterator[tuple[torc
 
 
 def _materialize(ds: Dataset, geometry: Geometry, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole split as ``(uint8 images at image_size, labels)``: straight from torchvision's arrays
-    where it keeps them, else decoded once."""
+    """A whole split as ``(images at image_size, labels)``: straight from the arrays where the dataset
+    keeps them (digits, torchvision's MNIST/CIFAR/SVHN), else decoded once to uint8."""
     arrays = tensors_of(ds)
     if arrays is None:
         pairs = list(_decoded(ds, geometry.eval_steps(), workers))
@@ -113,46 +155,46 @@ def _materialize(ds: Dataset, geometry: Geometry, workers: int) -> tuple[torch.T
             return torch.zeros(0, geometry.in_chans, side, side, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
         return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
     x, y = arrays
-    fit = v2.Compose(geometry.eval_steps())
-    if x.shape[-1] != geometry.image_size or x.shape[1] != geometry.in_chans or x.shape[-2] != x.shape[-1]:
-        x = torch.cat([fit(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]) if len(x) else fit(x)
-    return x, y
+    return torch.cat([geometry.fit(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]) if len(x) else geometry.fit(x), y
 
 
 def build_source_datamodule(
-    name: str,
-    entry: Entry[Any],
-    cfg: dict[str, Any],
-    augmentation: dict[str, Any] | None,
+    source: ImageSource,
+    pipeline: dict[str, Any],
+    ops: list[BatchOp],
     opts: LoaderOptions,
     device: torch.device | str,
     seed: int,
+    dataset_kwargs: dict[str, Any],
 ) -> DataModule:
-    """Open the dataset ``entry`` with the dataset keys of ``cfg`` and wrap it for the trainer."""
+    """Wrap the raw splits of ``source`` for the trainer with the ``pipeline`` keys (:data:`IMAGE_KEYS`):
+    channels and size, then (training) the augmentation ``ops``, then normalisation. ``dataset_kwargs``
+    (the builder's options) enter the key of the cached statistics."""
+    cfg = dict(pipeline)
     mode = check_mode(cfg.pop("normalize", None))
-    in_chans = int(cfg.pop("in_chans", None) or entry.metadata["in_chans"])
+    in_chans = int(cfg.pop("in_chans", None) or source.in_chans)
     given = cfg.pop("mean", None), cfg.pop("std", None)
     num_classes = cfg.pop("num_classes", None)
     eval_crop = bool(cfg.pop("eval_crop", True))
     sizes = cfg.pop("image_size", None), cfg.pop("resize_size", None)
     interpolation = cfg.pop("interpolation", None)
-    dataset_kwargs = dict(cfg)
-    ops = parse_augmentation(augmentation)  # a bad augmentation fails before any data is read
-    source: ImageSource = DATASETS.build_from({**cfg, "name": name}, group="dataset", key="data")
     if num_classes is not None and int(num_classes) != len(source.class_names):
-        raise ConfigError(f"data.num_classes={num_classes} but {name} has {len(source.class_names)} classes; "
+        raise ConfigError(f"data.num_classes={num_classes} but {source.name} has {len(source.class_names)} classes; "
                           f"drop the override or set data.num_classes={len(source.class_names)}")
+    if len(source.train) == 0:  # type: ignore[arg-type]
+        raise ConfigError("the training split is empty; lower data.val_fraction/data.test_fraction or add data")
     image_size, resize_size = _resolve_sizes(*sizes, source)
-    geometry = Geometry(image_size, resize_size, in_chans, entry.metadata["in_chans"], interpolation)
+    geometry = Geometry(image_size, resize_size, in_chans, source.in_chans, interpolation)
     workers = resolve_workers(opts.num_workers)
-    key = {"dataset": name, "root": str(source.root.resolve()), "normalize": mode, "image_size": image_size,
-           "resize_size": resize_size, "in_chans": in_chans, "train_size": len(source.train),  # type: ignore[arg-type]
+    cache = None if source.root is None else source.root / ".zoo_stats"
+    key = {"dataset": source.name, "root": str(source.root.resolve()) if source.root else None, "normalize": mode,
+           "image_size": image_size, "resize_size": resize_size, "in_chans": in_chans,
+           "train_size": len(source.train),  # type: ignore[arg-type]
            "files": files_fingerprint(data_files(source.train)),
            **{k: v for k, v in dataset_kwargs.items() if k not in ("root", "download", "skip_corrupt")}}
-    if geometry.interpolation != v2.InterpolationMode.BILINEAR:  # (the default keeps the caches of earlier runs)
-        key["interpolation"] = geometry.interpolation.value
+    if geometry.interpolation != "bilinear":  # (the default keeps the caches of earlier runs)
+        key["interpolation"] = geometry.interpolation
 
-    cache = source.root / ".zoo_stats"
     if opts.in_memory:
         arrays = {split: _materialize(getattr(source, split), geometry, workers) for split in ("train", "val", "test")}
         train_x = arrays["train"][0]
@@ -179,9 +221,10 @@ def build_source_datamodule(
 
 def _image_loaders(source: ImageSource, geometry: Geometry, ops: list[BatchOp], stats: Stats, opts: LoaderOptions,
                    workers: int, eval_crop: bool, device: torch.device | str, seed: int) -> dict[str, ImageLoader]:
-    fill = [round(255 * m) for m in stats["mean"]] if stats["mode"] != "none" else [0] * geometry.in_chans
+    from torchvision.transforms import v2
+
     tail = [v2.ToDtype(torch.float32, scale=True), Normalize(stats)]
-    pipelines = {"train": v2.Compose([v2.ToImage(), *geometry.train_steps(ops, fill), *tail]),
+    pipelines = {"train": v2.Compose([v2.ToImage(), *geometry.train_steps(ops), *tail]),
                  "eval": v2.Compose([v2.ToImage(), *geometry.eval_steps(eval_crop), *tail])}
     datasets = {split: TransformedDataset(getattr(source, split), pipelines["train" if split == "train" else "eval"])
                 for split in ("train", "val", "test")}

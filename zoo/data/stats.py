@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 MODES = ("channel", "image_mean", "symmetric", "none")
 Stats = dict[str, Any]
+#: ImageNet's statistics (what torchvision's pretrained backbones were trained with), and their grey version
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = [0.449], [0.226]
 
 
 def check_mode(mode: str | None) -> str:
@@ -81,6 +84,22 @@ def resolve_stats(mode: str | None, in_chans: int, mean: Any, std: Any, compute:
     if len(given) == 2:
         return {"mode": "channel", **given}
     return {**compute(mode), **given}
+
+
+def photo_stats(mode: str | None, in_chans: int, mean: Any = None, std: Any = None) -> Stats:
+    """The statistics of photographs read per sample (VOC, COCO, caption datasets), with the same
+    ``data.normalize``/``data.mean``/``data.std`` as every dataset: ``channel`` takes ``data.mean``/
+    ``data.std``, by default ImageNet's (no pass over the data: these datasets are fine-tuned from
+    ImageNet backbones); ``symmetric`` and ``none`` as everywhere; ``image_mean`` needs images of one size."""
+
+    def imagenet(m: str) -> Stats:
+        if m == "image_mean":
+            raise ConfigError("data.normalize=image_mean needs images of one size; use channel, symmetric or none here")
+        grey = in_chans == 1
+        return {"mode": "channel", "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
+                "std": IMAGENET_GREY_STD if grey else IMAGENET_STD}
+
+    return resolve_stats(mode, in_chans, mean, std, imagenet)
 
 
 class StatsAccumulator:

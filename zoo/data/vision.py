@@ -23,27 +23,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
-from torchvision import datasets as tvd
 
-from zoo.data.base import DATASETS
+from zoo.data.types import DATASETS, ArrayDataset, ImageSource
 from zoo.engine.utils import atomic_path
 from zoo.errors import ConfigError, CorruptDataError, DataNotFoundError, brief
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ImageSource:
-    """Raw splits: datasets of ``(PIL image, int label)``, before resizing or normalisation."""
-
-    name: str
-    root: Path
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    class_names: list[str]
-    #: the native side of fixed-size datasets (CIFAR 32, MNIST 28); ``None`` for variable-size images
-    native_size: int | None = None
 
 
 def labels_of(ds: Dataset) -> np.ndarray:
@@ -74,9 +59,10 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 
 def _with_val(name: str, root: Path, train: Dataset, test: Dataset, classes: list[str], val_fraction: float,
-              split_seed: int, native_size: int | None = None) -> ImageSource:
+              split_seed: int, native_size: int | None = None, in_chans: int = 3) -> ImageSource:
     tr, va = holdout_split(labels_of(train), val_fraction, split_seed)
-    return ImageSource(name, root, Subset(train, tr.tolist()), Subset(train, va.tolist()), test, classes, native_size)
+    return ImageSource(name, root, Subset(train, tr.tolist()), Subset(train, va.tolist()), test, classes, native_size,
+                       in_chans)
 
 
 # ---- torchvision-format datasets ----------------------------------------------------------------------------------
@@ -87,7 +73,7 @@ class TorchvisionSpec:
     """How one torchvision dataset is laid out on disk and opened."""
 
     title: str
-    cls: Callable[..., Dataset]
+    cls: str  # the class in torchvision.datasets (imported when the dataset is opened)
     folder: str  # under data.root
     layout: str  # the files expected there, for error messages
     num_classes: int
@@ -98,18 +84,21 @@ class TorchvisionSpec:
 
     def open(self, root: Path, train: bool, download: bool) -> Dataset:
         kwargs: dict[str, Any] = {"split": "train" if train else "test"} if self.split_arg == "split" else {"train": train}
-        return self.cls(str(root / self.folder if self.root_is_folder else root), download=download, **kwargs)
+        from torchvision import datasets as tvd
+
+        cls: Callable[..., Dataset] = getattr(tvd, self.cls)
+        return cls(str(root / self.folder if self.root_is_folder else root), download=download, **kwargs)
 
 
 _IDX = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or .gz)"
 TORCHVISION: dict[str, TorchvisionSpec] = {
-    "mnist": TorchvisionSpec("MNIST", tvd.MNIST, "MNIST/raw", _IDX, 10, 1, 28),
-    "fashion_mnist": TorchvisionSpec("Fashion-MNIST", tvd.FashionMNIST, "FashionMNIST/raw", _IDX, 10, 1, 28),
-    "cifar10": TorchvisionSpec("CIFAR-10", tvd.CIFAR10, "cifar-10-batches-py",
+    "mnist": TorchvisionSpec("MNIST", "MNIST", "MNIST/raw", _IDX, 10, 1, 28),
+    "fashion_mnist": TorchvisionSpec("Fashion-MNIST", "FashionMNIST", "FashionMNIST/raw", _IDX, 10, 1, 28),
+    "cifar10": TorchvisionSpec("CIFAR-10", "CIFAR10", "cifar-10-batches-py",
                                "data_batch_1..5, test_batch, batches.meta (the python version)", 10, 3, 32),
-    "cifar100": TorchvisionSpec("CIFAR-100", tvd.CIFAR100, "cifar-100-python", "train, test, meta (the python version)",
+    "cifar100": TorchvisionSpec("CIFAR-100", "CIFAR100", "cifar-100-python", "train, test, meta (the python version)",
                                 100, 3, 32),
-    "svhn": TorchvisionSpec("SVHN", tvd.SVHN, "svhn", "train_32x32.mat, test_32x32.mat (format 2)", 10, 3, 32,
+    "svhn": TorchvisionSpec("SVHN", "SVHN", "svhn", "train_32x32.mat, test_32x32.mat (format 2)", 10, 3, 32,
                             split_arg="split", root_is_folder=True),
 }
 
@@ -169,24 +158,29 @@ def load_torchvision(spec: TorchvisionSpec, name: str, root: str, download: bool
     except OSError as e:
         raise DataNotFoundError(f"{spec.title}: could not download or read {folder} ({e}); {hint}") from None
     classes = [str(c) for c in getattr(train, "classes", range(spec.num_classes))]
-    return _with_val(name, base, train, test, classes, val_fraction, split_seed, spec.native_size)
+    return _with_val(name, base, train, test, classes, val_fraction, split_seed, spec.native_size, spec.in_chans)
 
 
 for _name, _spec in TORCHVISION.items():
-    DATASETS.register(_name, num_classes=_spec.num_classes, in_chans=_spec.in_chans, source=True, paper=_spec.title)(
+    DATASETS.register(_name, num_classes=_spec.num_classes, in_chans=_spec.in_chans, paper=_spec.title)(
         partial(load_torchvision, _spec, _name)
     )
 
 
 def tensors_of(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(uint8 images (N, C, H, W), int64 labels)`` read from a torchvision dataset's arrays without
-    per-image Python, or ``None`` when the dataset keeps no such arrays (image folders)."""
+    """``(images (N, C, H, W), int64 labels)`` of an :class:`ArrayDataset`, or read from a torchvision
+    dataset's uint8 arrays without per-image Python; ``None`` when the dataset keeps no such arrays
+    (image folders)."""
+    if isinstance(ds, ArrayDataset):
+        return ds.images, ds.labels
     if isinstance(ds, Subset):
         whole = tensors_of(ds.dataset)
         if whole is None:
             return None
         idx = torch.as_tensor(np.asarray(ds.indices, dtype=np.int64))
         return whole[0][idx], whole[1][idx]
+    from torchvision import datasets as tvd
+
     data = getattr(ds, "data", None)
     if isinstance(ds, tvd.MNIST):  # (N, H, W) uint8 tensor; FashionMNIST is a subclass
         x = data.unsqueeze(1)
@@ -204,8 +198,12 @@ def data_files(ds: Dataset) -> list[str]:
     pickles, SVHN's ``.mat``), for fingerprinting; empty for a dataset of another kind."""
     if isinstance(ds, Subset):
         return data_files(ds.dataset)
-    if isinstance(ds, tvd.DatasetFolder):
+    if isinstance(ds, ClassFolder):
         return [path for path, _ in ds.samples]
+    if isinstance(ds, ArrayDataset):
+        return []
+    from torchvision import datasets as tvd
+
     if isinstance(ds, tvd.MNIST):
         prefix = "train" if ds.train else "t10k"
         return [os.path.join(ds.raw_folder, f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
@@ -234,35 +232,44 @@ def read_image(path: str) -> Any:
         ) from None
 
 
-class ClassFolder(tvd.ImageFolder):
-    """An :class:`~torchvision.datasets.ImageFolder` whose class indices follow ``classes`` (those of
-    the training folder), so evaluation folders with missing classes keep the same labels.
-    With ``skip_corrupt`` an unreadable image yields ``None``, dropped by the loader and counted."""
+class ClassFolder(Dataset):
+    """One folder per class (torchvision's ``ImageFolder`` layout and its ``make_dataset`` scan) whose
+    class indices follow ``classes`` (those of the training folder), so evaluation folders with missing
+    classes keep the same labels. With ``skip_corrupt`` an unreadable image yields ``None``, dropped by
+    the loader and counted."""
 
     def __init__(self, root: Path, classes: list[str] | None = None, skip_corrupt: bool = False) -> None:
-        self._fixed_classes = classes
-        self.skip_corrupt = skip_corrupt
-        super().__init__(str(root), loader=read_image, allow_empty=classes is not None)
+        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-        found, _ = super().find_classes(directory)
-        if self._fixed_classes is None:
-            return found, {c: i for i, c in enumerate(found)}
-        extra = sorted(set(found) - set(self._fixed_classes))
+        found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        fixed = classes is not None
+        if classes is None:
+            if not found:
+                raise FileNotFoundError(f"Couldn't find any class folder in {root}.")
+            classes = found
+        extra = sorted(set(found) - set(classes))
         if extra:
-            raise ConfigError(f"{directory} has class folders {extra[:5]} that the training folder lacks")
-        return list(self._fixed_classes), {c: i for i, c in enumerate(self._fixed_classes)}
+            raise ConfigError(f"{root} has class folders {extra[:5]} that the training folder lacks")
+        self.root, self.classes, self.skip_corrupt = str(root), list(classes), skip_corrupt
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples: list[tuple[str, int]] = make_dataset(self.root, self.class_to_idx, IMG_EXTENSIONS,
+                                                           allow_empty=fixed)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> Any:
+        path, label = self.samples[index]
         try:
-            return super().__getitem__(index)
+            return read_image(path), label
         except CorruptDataError:
             if self.skip_corrupt:
                 return None
             raise
 
 
-@DATASETS.register("imagefolder", num_classes=None, in_chans=3, source=True, paper="ImageNet layout", variable_size=True)
+@DATASETS.register("imagefolder", num_classes=None, in_chans=3, paper="ImageNet layout", variable_size=True)
 def image_folder(root: str, train_dir: str = "train", val_dir: str | None = None, test_dir: str | None = "val",
                  val_fraction: float = 0.1, split_seed: int = 0, skip_corrupt: bool = False,
                  download: bool = False) -> ImageSource:

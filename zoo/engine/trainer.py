@@ -21,7 +21,7 @@ from typing import Any, ContextManager, Iterator, Sequence
 import torch
 from torch import nn
 
-from zoo.data.base import DataModule, Loader
+from zoo.data.types import DataModule, Loader
 from zoo.engine import distributed
 from zoo.engine.callbacks import Callback, ModelCheckpoint, TorchProfiler, learning_rates
 from zoo.engine.checkpoint import restore_training, training_checkpoint

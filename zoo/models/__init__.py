@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from zoo.errors import ConfigError
+from zoo.models.pretrained import PretrainedCfg, torchvision_builder, weights_cfg
 from zoo.registry import Registry, import_modules
 
 MODELS: Registry[nn.Module] = Registry("model")
@@ -93,6 +94,16 @@ def model_info(name: str) -> dict[str, Any]:
     return {"name": name, **MODELS.metadata(name)}
 
 
-from zoo.models.pretrained import PretrainedCfg, pretrained_cfg  # noqa: E402  (needs model_info above)
+def pretrained_cfg(name: str, weights: str | None = None) -> PretrainedCfg | None:
+    """The pretrained configuration of the zoo classifier ``name`` with torchvision's ``weights`` (a
+    name such as ``IMAGENET1K_V2``, or a whole ``torchvision:...`` source; default: torchvision's
+    ``DEFAULT``); ``None`` when torchvision has no classification weights for the model."""
+    builder = torchvision_builder(name)
+    if builder is None or model_info(name)["task"] != "classification":
+        return None
+    if weights and "." not in weights and ":" not in weights:
+        weights = f"{builder}.{weights}"
+    return weights_cfg(weights or builder)
+
 
 __all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info", "PretrainedCfg", "pretrained_cfg"]

@@ -104,17 +104,3 @@ def weights_cfg(source: str) -> PretrainedCfg | None:
         num_classes=len(member.meta["categories"]),
         weights=tuple(w.name for w in enum),
     )
-
-
-def pretrained_cfg(name: str, weights: str | None = None) -> PretrainedCfg | None:
-    """The pretrained configuration of the zoo classifier ``name`` with torchvision's ``weights`` (a
-    name such as ``IMAGENET1K_V2``, or a whole ``torchvision:...`` source; default: torchvision's
-    ``DEFAULT``); ``None`` when torchvision has no classification weights for the model."""
-    from zoo.models import model_info
-
-    builder = torchvision_builder(name)
-    if builder is None or model_info(name)["task"] != "classification":
-        return None
-    if weights and "." not in weights and ":" not in weights:
-        weights = f"{builder}.{weights}"
-    return weights_cfg(weights or builder)

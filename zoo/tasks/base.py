@@ -45,7 +45,8 @@ class Task(nn.Module):
         super().__init__()
         self.model = model
         #: learning-rate multiplier of a model parameter by name, None to leave it out of the optimizer
-        #: (set by :mod:`zoo.transfer` policies); unset, every trainable parameter gets the base rate
+        #: (a :mod:`zoo.transfer` policy's, given to :func:`build_task`); unset, every trainable parameter
+        #: gets the base rate
         self.param_lr_mult: LrMult | None = None
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -129,8 +130,12 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp_min(1e-6)
 
 
-def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, **extra: Any) -> Task:
-    """Build the task named in ``cfg``; refuses a model registered for a different task."""
+def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, lr_mult: LrMult | None = None,
+               **extra: Any) -> Task:
+    """Build the task named in ``cfg`` (with a transfer policy's learning-rate multipliers ``lr_mult``);
+    refuses a model registered for a different task."""
     if cfg["name"] != model_task:
         raise ConfigError(f"task={cfg['name']} cannot train a {model_task} model; use task={model_task} or another model")
-    return TASKS.build_from(cfg, model=model, **extra)
+    task = TASKS.build_from(cfg, model=model, **extra)
+    task.param_lr_mult = lr_mult
+    return task

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.base import IGNORE_INDEX
+from zoo.data.types import IGNORE_INDEX
 from zoo.errors import ConfigError
 from zoo.metrics.segmentation import SegmentationMetrics
 from zoo.models.crf import DenseCRF
