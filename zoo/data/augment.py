@@ -28,7 +28,14 @@ from zoo.errors import ConfigError
 from zoo.registry import Registry
 
 if TYPE_CHECKING:
+    from torchvision.transforms.v2 import Transform
+
+
+def _v2() -> Any:
+    """``torchvision.transforms.v2``, imported when a DataLoader pipeline is built (the batched path needs none)."""
     from torchvision.transforms import v2
+
+    return v2
 
 
 class BatchOp:
@@ -41,7 +48,7 @@ class BatchOp:
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def v2(self, size: int) -> v2.Transform:
+    def v2(self, size: int) -> Transform:
         """The per-sample transform producing ``size``-sided images (torchvision imported when called)."""
         raise NotImplementedError
 
@@ -77,10 +84,8 @@ class HorizontalFlip(BatchOp):
         flip = (torch.rand(x.shape[0], generator=gen) < self.p).to(x.device).view(-1, 1, 1, 1)
         return torch.where(flip, x.flip(-1), x)
 
-    def v2(self, size: int) -> v2.Transform:
-        from torchvision.transforms import v2
-
-        return v2.RandomHorizontalFlip(self.p)
+    def v2(self, size: int) -> Transform:
+        return _v2().RandomHorizontalFlip(self.p)
 
 
 @AUGMENTATIONS.register("random_crop")
@@ -106,10 +111,8 @@ class RandomCrop(BatchOp):
         offsets = torch.randint(0, 2 * p + 1, (2, n), generator=gen).to(x.device)
         return windows[torch.arange(n, device=x.device), :, offsets[0], offsets[1]]
 
-    def v2(self, size: int) -> v2.Transform:
-        from torchvision.transforms import v2
-
-        return v2.RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=0)
+    def v2(self, size: int) -> Transform:
+        return _v2().RandomCrop(size, padding=self.padding or None, padding_mode=self.padding_mode, fill=0)
 
 
 @AUGMENTATIONS.register("random_resized_crop")
@@ -139,10 +142,8 @@ class RandomResizedCrop(BatchOp):
         theta = torch.stack([torch.stack([w, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
         return _warp(x, theta)
 
-    def v2(self, size: int) -> v2.Transform:
-        from torchvision.transforms import v2
-
-        return v2.RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, antialias=True)
+    def v2(self, size: int) -> Transform:
+        return _v2().RandomResizedCrop(size, scale=self.scale, ratio=self.ratio, antialias=True)
 
 
 @AUGMENTATIONS.register("color_jitter")
@@ -179,10 +180,8 @@ class ColorJitter(BatchOp):
             x = (s * x + (1 - s) * self._gray(x)).clamp(0, 1)
         return x
 
-    def v2(self, size: int) -> v2.Transform:
-        from torchvision.transforms import v2
-
-        return v2.ColorJitter(self.brightness, self.contrast, self.saturation)
+    def v2(self, size: int) -> Transform:
+        return _v2().ColorJitter(self.brightness, self.contrast, self.saturation)
 
 
 @AUGMENTATIONS.register("affine")
@@ -208,10 +207,8 @@ class RandomAffine(BatchOp):
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         return _warp(x, theta, padding_mode="zeros")
 
-    def v2(self, size: int) -> v2.Transform:
-        from torchvision.transforms import v2
-
-        return v2.RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale, fill=0)
+    def v2(self, size: int) -> Transform:
+        return _v2().RandomAffine(self.degrees, translate=(self.translate, self.translate), scale=self.scale, fill=0)
 
 
 class Compose:
