@@ -56,6 +56,23 @@ def test_voc_training_flip_moves_boxes_with_pixels(tmp_path: Path) -> None:
     assert splits.test[0][1]["boxes"][0].tolist() == [4.0, 5.0, 20.0, 30.0]  # evaluation images are never flipped
 
 
+def test_voc_normalisation_options(tmp_path: Path) -> None:
+    """The same data.normalize / data.mean / data.std as every dataset; channel defaults to ImageNet's."""
+    make_voc(tmp_path)
+    plain = voc(root=str(tmp_path), hflip=0.0, normalize="none").train[0][0]
+    assert plain.max() == 1.0 and plain.min() >= 0  # the pixels in [0, 1]
+    torch.testing.assert_close(voc(root=str(tmp_path), hflip=0.0, normalize="symmetric").train[0][0], plain * 2 - 1)
+    imagenet = voc(root=str(tmp_path), hflip=0.0)
+    assert (imagenet.mean, imagenet.std) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    mean = torch.tensor(imagenet.mean).view(3, 1, 1)
+    torch.testing.assert_close(imagenet.train[0][0], (plain - mean) / torch.tensor(imagenet.std).view(3, 1, 1))
+    assert voc(root=str(tmp_path), mean=0.5, std=0.25).mean == [0.5] * 3
+    with pytest.raises(ConfigError, match="data.normalize=image_mean needs images of one size"):
+        voc(root=str(tmp_path), normalize="image_mean")
+    with pytest.raises(ConfigError, match="data.mean/data.std apply to data.normalize=channel"):
+        voc(root=str(tmp_path), normalize="symmetric", mean=[0.5])
+
+
 def test_coco_reads_instances_json(tmp_path: Path) -> None:
     make_coco(tmp_path)
     splits = coco(root=str(tmp_path), hflip=0.0, **PLAIN)

@@ -128,6 +128,8 @@ def test_datamodule_collates_images_and_target_lists():
         data.train.set_epoch(epoch)
         orders.append([t["image_id"] for _, ts in data.train for t in ts])
     assert orders[0] == orders[2] != orders[1] and sorted(orders[0]) == list(range(20))
+    with pytest.raises(ConfigError, match=r"^data=digit_scenes does not take data.eval_crop, data.resize_size; drop"):
+        build_datamodule({**cfg, "eval_crop": False, "resize_size": 80, "interpolation": None})
 
 
 def test_scene_options_fit_check():
