@@ -112,6 +112,11 @@ def test_ten_crop_views_and_averaging() -> None:
     assert torch.equal(views[8], x[..., 2:10, 2:10])
     small = list(ten_crop_views(12, padding=2)(x))  # at the input size: padded first, centre crop = image
     assert torch.equal(small[8], x) and small[0][..., :2, :].abs().sum() == 0
+    rgb = torch.rand(1, 3, 6, 6, generator=_gen())
+    black = [-0.5 / 0.25, -0.4 / 0.2, -0.3 / 0.3]  # (0 - mean) / std per channel: what the training crops pad with
+    corner = next(iter(build_tta({"name": "ten_crop", "padding": 2}, 6, black)(rgb)))  # the top-left crop
+    assert torch.equal(corner[0, :, 2:, 2:], rgb[0, :, :4, :4])
+    assert [corner[0, c, :2].unique().tolist() for c in range(3)] == [[b] for b in torch.tensor(black).tolist()]
     probe = _Probe()
     out = TTAModel(probe, ten_crop_views(8))(x)
     expected = torch.stack([probe.__class__.forward(_Probe(), v).softmax(-1) for v in views]).mean(0).log()

@@ -302,7 +302,8 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     task, data = trainer.setup(run.task), run.data
     split = c.get("split", "test")
     try:
-        single, averaged = task.evaluation_views(tta_cfg, data.image_size)
+        black = [-m / s for m, s in zip(data.mean, data.std)]  # what the training crops pad with, normalised
+        single, averaged = task.evaluation_views(tta_cfg, data.image_size, black)
         tta_metrics: dict[str, float] = {}
         if averaged is not None:
             with task.evaluating_with(averaged):

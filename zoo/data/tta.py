@@ -7,7 +7,7 @@ Views of an ``(N, C, S, S)`` evaluation batch for a model with input side ``size
   2012, sec. 4.1; the "10-crop testing" of He et al. 2015, sec. 3.4). The crops come from the
   evaluation image when it is larger than the input (image folders are evaluated uncropped at
   ``data.resize_size`` then); images already at the input size (CIFAR, MNIST, in-memory data) are
-  first padded by ``padding`` pixels of the mean colour, the same padding as the training crops.
+  first padded by ``padding`` black pixels, the same padding as the training crops.
 * ``multiscale``: the image resized so its side is each ``scale`` times the input size, with ten
   crops (or, ``views=full``, the whole resized image and its mirror, the fully convolutional form
   of He et al. 2015, which needs a model with global pooling) at every scale, all averaged.
@@ -18,6 +18,7 @@ top-k metrics apply unchanged. Without TTA the single view is the central ``size
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -66,11 +67,21 @@ def flip_views(size: int) -> Views:
     return views
 
 
+def pad_black(x: torch.Tensor, padding: int, black: Sequence[float] = ()) -> torch.Tensor:
+    """``x`` with ``padding`` black pixels on every side; ``black`` is the normalised value of black per
+    channel (``(0 - mean) / std``; empty: 0)."""
+    out = F.pad(x, (padding,) * 4)
+    if any(black):
+        border = F.pad(torch.zeros_like(x[:, :1]), (padding,) * 4, value=1.0)
+        out = out + border * torch.tensor(list(black), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return out
+
+
 @TTA.register("ten_crop")
-def ten_crop_views(size: int, padding: int = 4) -> Views:
+def ten_crop_views(size: int, padding: int = 4, black: Sequence[float] = ()) -> Views:
     def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         if min(x.shape[-2:]) <= size:
-            x = F.pad(center_crop(x, size), (padding,) * 4) if padding else center_crop(x, size)
+            x = pad_black(center_crop(x, size), padding, black) if padding else center_crop(x, size)
         for crop in five_crops(x, size):
             yield crop
             yield crop.flip(-1)
@@ -79,12 +90,13 @@ def ten_crop_views(size: int, padding: int = 4) -> Views:
 
 
 @TTA.register("multiscale")
-def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views: str = "ten_crop") -> Views:
+def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views: str = "ten_crop",
+                     black: Sequence[float] = ()) -> Views:
     if views not in ("ten_crop", "full"):
         raise ConfigError(f"tta.views must be ten_crop or full, got {views!r}")
     if views == "ten_crop" and min(scales) < 1:
         raise ConfigError(f"tta=multiscale with ten crops needs tta.scales >= 1 (crops of the input size); got {list(scales)}")
-    per_scale = ten_crop_views(size, padding)
+    per_scale = ten_crop_views(size, padding, black)
 
     def all_views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         for scale in scales:
@@ -119,9 +131,11 @@ class TTAModel(nn.Module):
         return (total / n).clamp_min(1e-12).log()
 
 
-def build_tta(cfg: dict[str, Any] | None, size: int) -> Views | None:
-    """The views of ``cfg`` (``{"name": "flip"|"ten_crop"|"multiscale"|"none", ...}``); ``None`` for none."""
+def build_tta(cfg: dict[str, Any] | None, size: int, black: Sequence[float] = ()) -> Views | None:
+    """The views of ``cfg`` (``{"name": "flip"|"ten_crop"|"multiscale"|"none", ...}``); ``None`` for none.
+    ``black``: the normalised value of a black pixel per channel, for the views that pad."""
     cfg = {"name": "none", **(cfg or {})}
     if cfg["name"] == "multiscale" and (not cfg.get("scales") or min(cfg["scales"]) <= 0):
         raise ConfigError(f"tta=multiscale needs positive tta.scales (multiples of the input size), got {cfg.get('scales')}")
-    return TTA.build_from(cfg, size=size)
+    pads = "black" in inspect.signature(TTA.get(cfg["name"]).obj).parameters
+    return TTA.build_from(cfg, size=size, **({"black": list(black)} if pads else {}))

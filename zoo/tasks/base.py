@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -72,10 +72,12 @@ class Task(nn.Module):
         show (e.g. a confusion matrix) and return entries for ``metrics.json``; nothing by default."""
         return {}
 
-    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int) -> tuple[nn.Module | None, nn.Module | None]:
+    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int,
+                         black: Sequence[float] = ()) -> tuple[nn.Module | None, nn.Module | None]:
         """The model to test with (its single evaluation view) and, for ``tta`` other than ``none``, a
-        second one averaging test-time views; ``(None, None)``: the model as it is. Tasks whose
-        outputs cannot be averaged over views refuse a ``tta`` setting."""
+        second one averaging test-time views (padded with ``black``, the normalised value of black per
+        channel); ``(None, None)``: the model as it is. Tasks whose outputs cannot be averaged over
+        views refuse a ``tta`` setting."""
         name = (tta_cfg or {}).get("name", "none")
         if name != "none":
             raise ConfigError(f"tta={name} averages class scores over views; a {type(self).__name__} cannot use it: use tta=none")

@@ -4,7 +4,7 @@ confusion matrix."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,11 +75,12 @@ class ClassificationTask(Task):
             logger.log_figure(f"{split}/confusion_matrix", confusion_figure(matrix, names), step)
         return {"confusion_matrix": matrix.cpu().tolist()}
 
-    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int) -> tuple[nn.Module | None, nn.Module | None]:
+    def evaluation_views(self, tta_cfg: dict[str, Any] | None, image_size: int,
+                         black: Sequence[float] = ()) -> tuple[nn.Module | None, nn.Module | None]:
         """The central crop, and the averaged views of ``tta_cfg`` (:mod:`zoo.data.tta`): class scores average."""
         from zoo.data.tta import TTAModel, build_tta, center_views
 
-        views = build_tta(tta_cfg or {"name": "none"}, image_size)
+        views = build_tta(tta_cfg or {"name": "none"}, image_size, black)
         return TTAModel(self.model, center_views(image_size)), TTAModel(self.model, views) if views is not None else None
 
     def compute_metrics(self) -> dict[str, float]:
