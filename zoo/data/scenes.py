@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from zoo.data.types import DATASETS, IGNORE_INDEX, SampleSplits
 from zoo.data.digits import stratified_split
-from zoo.data.stats import check_mode, resolve_stats
+from zoo.data.stats import WHITEN_MODES, check_mode, resolve_stats
 from zoo.errors import ConfigError
 
 #: ink above this intensity (of 1) is the digit: its box and mask
@@ -210,8 +210,8 @@ def digit_scenes(
 
     if num_classes != len(CLASS_NAMES):
         raise ConfigError(f"digit scenes have {len(CLASS_NAMES)} classes (background + 10 digits); set data.num_classes={len(CLASS_NAMES)}")
-    if check_mode(normalize) == "image_mean":
-        raise ConfigError("data.normalize=image_mean needs images of one size; for digit scenes use channel, symmetric or none")
+    if check_mode(normalize) in ("image_mean", *WHITEN_MODES):
+        raise ConfigError(f"data.normalize={normalize} is for classification images; for digit scenes use channel, symmetric or none")
     options = SceneOptions(int(image_size), int(min_digits), int(max_digits), int(min_scale), int(max_scale), int(gap), float(noise))
     counts = {"train": train_scenes, "val": val_scenes, "test": test_scenes}
     if any(int(n) < 0 for n in counts.values()) or int(train_scenes) < 1:

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.data.augment import BatchOp, Compose, has_geometry
 from zoo.data.loaders import (ImageLoader, LoaderOptions, TransformedDataset, collate_skipping, image_loaders,
                               one_line_errors, resolve_workers, tensor_loaders)
-from zoo.data.stats import Normalize, Stats, cached_stats, check_mode, files_fingerprint, resolve_stats, stats_of
+from zoo.data.stats import (WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps, files_fingerprint,
+                             resolve_stats, stats_of)
 from zoo.data.types import DataModule, ImageSource
 from zoo.data.vision import data_files, tensors_of
 from zoo.errors import ConfigError
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: the ``data.*`` keys of the image pipeline (rather than of a dataset builder)
-IMAGE_KEYS = ("normalize", "mean", "std", "in_chans", "num_classes", "image_size", "resize_size", "interpolation",
-              "eval_crop")
+IMAGE_KEYS = ("normalize", "mean", "std", "whiten_eps", "in_chans", "num_classes", "image_size", "resize_size",
+              "interpolation", "eval_crop")
 #: ImageNet's evaluation crop: resize the short side to 256, take the central 224 (ratio 0.875)
 CROP_RATIO = 224 / 256
 #: images converted per call when the in-memory path resizes a whole split
@@ -174,6 +175,11 @@ def build_source_datamodule(
     mode = check_mode(cfg.pop("normalize", None))
     in_chans = int(cfg.pop("in_chans", None) or source.in_chans)
     given = cfg.pop("mean", None), cfg.pop("std", None)
+    eps = cfg.pop("whiten_eps", None)
+    whiten_eps = 0.1 if eps is None else check_whiten_eps(eps)
+    if mode in WHITEN_MODES and not opts.in_memory:
+        raise ConfigError(f"data.normalize={mode} needs data.in_memory=true (the whitening is one matrix product per "
+                          "batch of whole images); set it, or use normalize=channel")
     num_classes = cfg.pop("num_classes", None)
     eval_crop = bool(cfg.pop("eval_crop", True))
     sizes = cfg.pop("image_size", None), cfg.pop("resize_size", None)
@@ -194,12 +200,14 @@ def build_source_datamodule(
            **{k: v for k, v in dataset_kwargs.items() if k not in ("root", "download", "skip_corrupt")}}
     if geometry.interpolation != "bilinear":  # (the default keeps the caches of earlier runs)
         key["interpolation"] = geometry.interpolation
+    if mode in WHITEN_MODES:
+        key["whiten_eps"] = whiten_eps
 
     if opts.in_memory:
         arrays = {split: _materialize(getattr(source, split), geometry, workers) for split in ("train", "val", "test")}
         train_x = arrays["train"][0]
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
-            (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), m)))
+            (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), m, whiten_eps=whiten_eps)))
         normalize = Normalize(stats)
         loaders: dict[str, Any] = tensor_loaders(arrays, opts, Compose([to_float, *ops, normalize]),
                                                  Compose([to_float, normalize]), device, seed)

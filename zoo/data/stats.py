@@ -1,8 +1,12 @@
 """Normalisation statistics of a training split, and their cache next to the data.
 
-Two preprocessings from the course notes: per-channel mean/std standardisation (VGG, ResNet) and
-subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2); besides, ``symmetric`` maps
-[0, 1] pixels to [-1, 1] (tanh generators) and ``none`` leaves them in [0, 1]. ``data.mean`` /
+The preprocessings of the course notes: per-channel mean/std standardisation (VGG, ResNet),
+subtraction of the mean training image (Krizhevsky et al. 2012, sec. 2), and PCA or ZCA whitening
+(the covariance of the training images, ``Σ = U S Uᵀ``: ``pca_whiten`` maps an image ``x`` to
+``S^-1/2 Uᵀ (x - μ)``, its coordinates on the principal components in order of variance, laid out as
+an image; ``zca`` to ``U S^-1/2 Uᵀ (x - μ)``, back in pixel space; ``data.whiten_eps`` is added to
+every eigenvalue so the directions of almost no variance do not blow up noise). Besides, ``symmetric``
+maps [0, 1] pixels to [-1, 1] (tanh generators) and ``none`` leaves them in [0, 1]. ``data.mean`` /
 ``data.std`` (one value per channel, or one for all) replace the computed statistics, e.g. those a
 pretrained network was trained with (:func:`resolve_stats`). Statistics come from the
 training split only; for on-disk datasets they are cached as a small JSON file under
@@ -24,12 +28,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from zoo.engine.utils import write_json
+from zoo.engine.utils import write_atomic, write_json
 from zoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-MODES = ("channel", "image_mean", "symmetric", "none")
+MODES = ("channel", "image_mean", "symmetric", "none", "pca_whiten", "zca")
+#: modes whose statistics are a whitening matrix: in-memory data of at most ``MAX_WHITEN_DIM`` values per image
+WHITEN_MODES = ("pca_whiten", "zca")
+MAX_WHITEN_DIM = 4096
 Stats = dict[str, Any]
 #: ImageNet's statistics (what torchvision's pretrained backbones were trained with), and their grey version
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -93,8 +100,8 @@ def photo_stats(mode: str | None, in_chans: int, mean: Any = None, std: Any = No
     ImageNet backbones); ``symmetric`` and ``none`` as everywhere; ``image_mean`` needs images of one size."""
 
     def imagenet(m: str) -> Stats:
-        if m == "image_mean":
-            raise ConfigError("data.normalize=image_mean needs images of one size; use channel, symmetric or none here")
+        if m == "image_mean" or m in WHITEN_MODES:
+            raise ConfigError(f"data.normalize={m} needs in-memory images of one size; use channel, symmetric or none here")
         grey = in_chans == 1
         return {"mode": "channel", "mean": IMAGENET_GREY_MEAN if grey else IMAGENET_MEAN,
                 "std": IMAGENET_GREY_STD if grey else IMAGENET_STD}
@@ -105,15 +112,23 @@ def photo_stats(mode: str | None, in_chans: int, mean: Any = None, std: Any = No
 class StatsAccumulator:
     """Streams batches of ``(N, C, H, W)`` images in [0, 1] and returns the statistics of ``mode``."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, whiten_eps: float = 0.1) -> None:
         self.mode = check_mode(mode)
+        self.whiten_eps = check_whiten_eps(whiten_eps)
         self.count = 0
         self.sum: torch.Tensor | None = None
         self.sum_sq: torch.Tensor | None = None
         self.image_sum: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None  # sum of x xᵀ over flattened images (whitening)
 
     def update(self, x: torch.Tensor) -> None:
         x = x.to(torch.float64)
+        if self.mode in WHITEN_MODES:
+            flat = x.flatten(1)
+            if flat.shape[1] > MAX_WHITEN_DIM:
+                raise ConfigError(f"data.normalize={self.mode} needs images of at most {MAX_WHITEN_DIM} values (channels x "
+                                  f"height x width), got {flat.shape[1]}; lower data.image_size or use normalize=channel")
+            self.gram = flat.T @ flat if self.gram is None else self.gram + flat.T @ flat
         per_channel = x.sum(dim=(0, 2, 3))
         per_channel_sq = x.square().sum(dim=(0, 2, 3))
         image = x.sum(0)
@@ -135,7 +150,27 @@ class StatsAccumulator:
         if self.mode == "image_mean":
             image = (self.image_sum / self.count).to(torch.float32)
             return {"mode": "image_mean", "mean": mean.tolist(), "std": [1.0] * len(mean), "mean_image": image.tolist()}
+        if self.mode in WHITEN_MODES and self.gram is not None:
+            return {"mode": self.mode, "mean": mean.tolist(), "std": [1.0] * len(mean), "whiten_eps": self.whiten_eps,
+                    **whitening(self.gram / self.count, self.image_sum.flatten() / self.count, self.mode, self.whiten_eps)}
         return fixed_stats(self.mode, len(mean))  # type: ignore[return-value]
+
+
+def check_whiten_eps(eps: Any) -> float:
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
+        raise ConfigError(f"data.whiten_eps must be a number > 0 (added to the covariance's eigenvalues), got {eps!r}")
+    return float(eps)
+
+
+def whitening(second_moment: torch.Tensor, mean: torch.Tensor, mode: str, eps: float) -> dict[str, torch.Tensor]:
+    """The whitening of ``mode`` from the flattened images' mean ``E[x]`` and second moment ``E[x xᵀ]``:
+    ``{"whiten_mean": μ, "whiten": W}`` with ``W`` applied as ``(x - μ) Wᵀ``."""
+    cov = second_moment - torch.outer(mean, mean)
+    values, vectors = torch.linalg.eigh(cov)  # ascending
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)  # principal components first
+    scaled = vectors / (values + eps).sqrt()  # U S^-1/2
+    matrix = scaled.T if mode == "pca_whiten" else scaled @ vectors.T  # S^-1/2 Uᵀ, or U S^-1/2 Uᵀ
+    return {"whiten_mean": mean.to(torch.float32), "whiten": matrix.to(torch.float32)}
 
 
 def on_terminal() -> bool:
@@ -168,10 +203,10 @@ def with_progress(batches: Iterable[torch.Tensor], total: int | None, desc: str,
         yield batch
 
 
-def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None) -> Stats:
+def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None, whiten_eps: float = 0.1) -> Stats:
     """Statistics of ``mode`` over an iterable of image batches in [0, 1]; with the ``total`` number of
     images, the pass shows its progress (:func:`with_progress`)."""
-    acc = StatsAccumulator(mode)
+    acc = StatsAccumulator(mode, whiten_eps)
     for batch in with_progress(batches, total, "normalisation statistics"):
         acc.update(batch)
     return acc.result()
@@ -182,7 +217,11 @@ class Normalize:
 
     def __init__(self, stats: Stats) -> None:
         self.mode = stats["mode"]
-        if self.mode == "image_mean":
+        self.matrix: torch.Tensor | None = None
+        if self.mode in WHITEN_MODES:
+            self.shift, self.matrix = torch.as_tensor(stats["whiten_mean"]), torch.as_tensor(stats["whiten"]).T.contiguous()
+            self.scale = torch.ones(())
+        elif self.mode == "image_mean":
             self.shift = torch.tensor(stats["mean_image"], dtype=torch.float32)
             self.scale = torch.ones(())
         else:
@@ -194,6 +233,9 @@ class Normalize:
             return x
         if self.shift.device != x.device:
             self.shift, self.scale = self.shift.to(x.device), self.scale.to(x.device)
+            self.matrix = None if self.matrix is None else self.matrix.to(x.device)
+        if self.matrix is not None:
+            return ((x.flatten(-3) - self.shift) @ self.matrix).view(x.shape)
         shift = self.shift
         if self.mode == "image_mean" and shift.shape[-2:] != x.shape[-2:]:  # uncropped evaluation images
             shift = F.interpolate(shift[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
@@ -219,17 +261,25 @@ def cached_stats(cache_dir: Path | None, key: dict[str, Any], compute: Callable[
         return compute()
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir / f"{key.get('dataset', 'data')}-{digest}.json"
+    tensors_path = path.with_suffix(".pt")  # matrices (whitening) beside the JSON
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
+            stats = dict(stored["stats"])
+            if stored.get("tensors"):
+                stats.update(torch.load(tensors_path, map_location="cpu", weights_only=True))
             log.info("normalisation statistics from %s", path)
-            return stored["stats"]
-    except (OSError, ValueError, KeyError, AttributeError):
+            return stats
+    except (OSError, ValueError, KeyError, AttributeError, RuntimeError):
         pass
     stats = compute()
+    tensors = {k: v for k, v in stats.items() if isinstance(v, torch.Tensor)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json({"key": key, "stats": stats}, path)
+        if tensors:
+            write_atomic(tensors_path, lambda f: torch.save(tensors, f), binary=True)
+        plain = {k: v for k, v in stats.items() if k not in tensors}
+        write_json({"key": key, "stats": plain, "tensors": sorted(tensors)}, path)
         log.info("normalisation statistics computed from the training split; cached in %s", path)
     except OSError as e:
         log.warning("could not cache normalisation statistics in %s (%s); they will be recomputed next run", path, e)
