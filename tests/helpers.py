@@ -13,10 +13,13 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from zoo.cli import register_resolvers
 from zoo.engine.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
+
+register_resolvers()  # ${zoo_input_size:...} in configs/model/_base.yaml, as train.py and evaluate.py have them
 
 #: settings that keep a digits run to a second or two
 FAST = ["trainer.max_epochs=2", "logger=none"]

@@ -27,12 +27,26 @@ def _run_name(default: str) -> str:
     return run_name(default)
 
 
+def _input_size(name: str) -> int | None:
+    from zoo.errors import UnknownNameError
+    from zoo.models import model_info
+
+    try:
+        return int(model_info(name)["input_size"])
+    except UnknownNameError:
+        return None  # the run's checks name the unknown model with its close matches
+
+
 def register_resolvers() -> None:
-    """``${zoo_run_name:<default>}``: the run-directory leaf, shared by all ranks of a torchrun job."""
+    """``${zoo_run_name:<default>}``: the run-directory leaf, shared by all ranks of a torchrun job.
+    ``${zoo_input_size:<model>}``: the input side the model registry holds for a model
+    (``configs/model/_base.yaml``); ``None`` for a name it does not know."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("zoo_run_name"):
         OmegaConf.register_new_resolver("zoo_run_name", _run_name)
+    if not OmegaConf.has_resolver("zoo_input_size"):
+        OmegaConf.register_new_resolver("zoo_input_size", _input_size)
 
 
 register_resolvers()
@@ -44,7 +58,8 @@ def fail(message: str) -> None:
 
 
 def _group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+    """The choices of a group: its yaml files but ``_*.yaml``, the shared keys its options include."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def check_overrides(args: Sequence[str], config_dir: Path) -> str | None:
@@ -66,10 +81,12 @@ def check_overrides(args: Sequence[str], config_dir: Path) -> str | None:
         for value in values:
             if value is None or str(value) == "null":
                 continue
-            if not (config_dir / group / f"{value}.yaml").is_file():
+            if str(value).startswith("_") or not (config_dir / group / f"{value}.yaml").is_file():
                 options = _group_options(config_dir, group)
                 close = close_names(str(value), options)
                 hint = f"did you mean: {', '.join(close)}?" if close else f"available: {', '.join(options)}"
+                if str(value).startswith("_"):
+                    hint = f"_*.yaml hold keys the {group} configs share, they are not a choice"
                 return f"unknown {group} {value!r}; {hint} (configs/{group}/)"
     return None
 

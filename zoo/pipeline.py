@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.cli import register_resolvers
 from zoo.data import DataModule, build_datamodule
 from zoo.data.pretrained import resolve_data_config
 from zoo.data.tta import build_tta
@@ -32,7 +33,7 @@ from zoo.engine.utils import resolve_device, resolve_precision, seed_everything,
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
-from zoo.schema import check_config, check_options
+from zoo.schema import check_config, check_options, check_value
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
@@ -41,6 +42,7 @@ from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_
 log = logging.getLogger("zoo")
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+register_resolvers()  # ${zoo_input_size:...} of a config composed by hydra.compose (tests, scripts), not by train.py
 
 def _container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, DictConfig):
@@ -55,6 +57,7 @@ def _check_train(c: dict[str, Any]) -> None:
     """Every value of a training config that can be checked without data: types against the yaml
     files and the engine's annotations, names and ranges of the trainer, callbacks and loggers."""
     check_config(c, CONFIG_DIR, "train")
+    check_value("model.input_size", c["model"].get("input_size"), int | None)  # its yaml default is the registry's
     model = {k: v for k, v in c["model"].items() if k not in ("name", "input_size") and v is not None}  # null: filled from the data
     model_info(c["model"]["name"])  # an unknown name, with close matches; imports the families
     check_options("model", model, MODELS.get(c["model"]["name"]).obj)

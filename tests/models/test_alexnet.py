@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from tests.helpers import make_cfg
 from zoo.models import create_model, list_models, model_info
 from zoo.models.base import count_parameters
 
@@ -92,10 +92,11 @@ def test_small_variants(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CLASSIC)
-def test_model_config(name: str) -> None:
-    cfg = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
+def test_model_config(name: str, tmp_path: Path) -> None:
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, f"model={name}").model, resolve=True)  # with configs/model/_base.yaml
+    assert isinstance(cfg, dict)
     assert (cfg.pop("name"), cfg.pop("input_size")) == (name, model_info(name)["input_size"])
-    assert (cfg.pop("num_classes"), cfg.pop("in_chans")) == ("${data.num_classes}", "${data.in_chans}")
+    assert (cfg.pop("num_classes"), cfg.pop("in_chans")) == (10, 1)  # the digits'
     model = _meta(name, num_classes=10, in_chans=1, **cfg)
     assert model.num_classes == 10
 

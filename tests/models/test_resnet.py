@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
 from torch import nn
 
-from tests.helpers import CONFIG_DIR, make_cfg
+from tests.helpers import make_cfg
 from zoo.models import create_model, list_models, model_info
 from zoo.models.base import count_parameters
 from zoo.models.resnet import (
@@ -240,11 +239,14 @@ def test_invalid_stochastic_depth_arguments() -> None:
 
 
 @pytest.mark.parametrize("name", list_models(family="resnet") + list_models(family="densenet") + list_models(family="fractalnet"))
-def test_model_config(name: str) -> None:
-    cfg = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
+def test_model_config(name: str, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(make_cfg(tmp_path, f"model={name}").model, resolve=True)  # with configs/model/_base.yaml
+    assert isinstance(cfg, dict)
     assert cfg.pop("name") == name
     assert cfg.pop("input_size") == model_info(name)["input_size"]
-    assert (cfg.pop("num_classes"), cfg.pop("in_chans")) == ("${data.num_classes}", "${data.in_chans}")
+    assert (cfg.pop("num_classes"), cfg.pop("in_chans")) == (10, 1)  # the digits'
     with torch.device("meta"):
         model = create_model(name, num_classes=10, in_chans=1, **cfg)
     assert model.num_classes == 10
