@@ -1,5 +1,5 @@
-"""Image classification: cross-entropy (optional label smoothing, auxiliary heads), top-k accuracy,
-confusion matrix."""
+"""Image classification: a loss of :mod:`zoo.losses` (cross-entropy with label smoothing, the multiclass
+SVM losses, one-vs-all BCE; auxiliary heads), top-k accuracy, confusion matrix."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ConfigError
+from zoo.losses import build_loss
 from zoo.metrics.classification import ConfusionMatrix, topk_correct
 from zoo.tasks.base import TASKS, Task
 
@@ -18,43 +19,53 @@ log = logging.getLogger("zoo")
 
 @TASKS.register("classification")
 class ClassificationTask(Task):
-    """``model(x)`` returns logits, or in training ``(logits, *aux_logits)`` for models with auxiliary
-    classifiers (GoogLeNet), whose losses are added with weight ``aux_weight`` (0.3 in Szegedy et al. 2015)."""
+    """``model(x)`` returns class scores, or in training ``(scores, *aux_scores)`` for models with auxiliary
+    classifiers (GoogLeNet), whose losses are added with weight ``aux_weight`` (0.3 in Szegedy et al. 2015).
+
+    ``loss`` names a :data:`zoo.losses.LOSSES` entry; ``label_smoothing`` (cross-entropy) and ``margin``
+    (hinge, squared hinge) are its options, ``None`` for the loss's default (0.1 and 1). ``val/loss`` is
+    the same loss without label smoothing."""
 
     monitor = "acc"
     monitor_mode = "max"
 
-    def __init__(self, model: nn.Module, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3) -> None:
+    def __init__(self, model: nn.Module, num_classes: int, loss: str = "cross_entropy",
+                 label_smoothing: float | None = None, margin: float | None = None, aux_weight: float = 0.3) -> None:
         super().__init__(model)
+        if label_smoothing is not None and not 0 <= label_smoothing <= 1:
+            raise ConfigError(f"task.label_smoothing must be in [0, 1], got {label_smoothing}")
+        if margin is not None and margin < 0:
+            raise ConfigError(f"task.margin must be >= 0 (the notes' c), got {margin}")
         self.num_classes = num_classes
-        self.label_smoothing = label_smoothing
+        self.loss_name = loss
+        self._loss = build_loss(loss, label_smoothing=label_smoothing, margin=margin)
+        self._eval_loss = build_loss(loss, label_smoothing=0.0, margin=margin)
         self.aux_weight = aux_weight
         self.topk = 5 if num_classes > 5 else None
         self.confusion = ConfusionMatrix(num_classes)
         self._loss_sum = torch.zeros(())
         self._top5 = torch.zeros((), dtype=torch.long)
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         x, y = batch
         out = self.model(x)
-        if isinstance(out, tuple):
-            logits, aux = out[0], out[1:]
-            loss = self._loss(logits, y) + self.aux_weight * sum(self._loss(a, y) for a in aux)
-        else:
-            logits, loss = out, self._loss(out, y)
+        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        loss = self._loss(logits.float(), y).mean()
+        loss = loss + self.aux_weight * sum(self._loss(a.float(), y).mean() for a in aux)
         return {"loss": loss, "acc": (logits.detach().argmax(1) == y).float().mean()}
 
     def validation_step(self, batch: Any) -> None:
         x, y = batch
         out = self.model(x)
         logits = (out[0] if isinstance(out, tuple) else out).float()
-        self._loss_sum = self._loss_sum.to(logits.device) + F.cross_entropy(logits, y, reduction="sum").detach()
-        self.confusion.update(logits.argmax(1), y)
+        self._loss_sum = self._loss_sum.to(logits.device) + self._eval_loss(logits, y).sum().detach()
+        self._count(logits, y)
+
+    def _count(self, scores: torch.Tensor, y: torch.Tensor) -> None:
+        """The confusion matrix and top-k counts of one batch's class scores."""
+        self.confusion.update(scores.argmax(1), y)
         if self.topk:
-            self._top5 = self._top5.to(logits.device) + topk_correct(logits, y, self.topk)
+            self._top5 = self._top5.to(scores.device) + topk_correct(scores, y, self.topk)
 
     def reset_metrics(self) -> None:
         self.confusion.reset()
@@ -84,11 +95,14 @@ class ClassificationTask(Task):
         return TTAModel(self.model, center_views(image_size)), TTAModel(self.model, views) if views is not None else None
 
     def compute_metrics(self) -> dict[str, float]:
+        n = int(self.confusion.matrix.sum())
+        return {"loss": float(self._loss_sum) / n, **self._accuracies()} if n else {}
+
+    def _accuracies(self) -> dict[str, float]:
+        """Top-1 (and top-k) accuracy of the pass so far."""
         m = self.confusion.matrix
         n = int(m.sum())
-        if n == 0:
-            return {}
-        metrics = {"loss": float(self._loss_sum) / n, "acc": float(m.diagonal().sum()) / n}
+        metrics = {"acc": float(m.diagonal().sum()) / max(n, 1)}
         if self.topk:
-            metrics[f"acc{self.topk}"] = float(self._top5) / n
+            metrics[f"acc{self.topk}"] = float(self._top5) / max(n, 1)
         return metrics
