@@ -11,7 +11,9 @@ from zoo.errors import ConfigError
 from zoo.models import create_model, list_models, model_info
 from zoo.models.features import CLASSIFIER, NECK, FeatureExtractor, parameter_stages
 
-CLASSIFIERS = list_models(task="classification")
+#: classifiers of feature maps; the ones on flattened pixels (linear, mlp: ``feature_maps=False`` in their
+#: registry metadata) have no stages, and features_only / stage-wise transfer refuse them with one line
+CLASSIFIERS = [n for n in list_models(task="classification") if model_info(n).get("feature_maps", True)]
 
 
 def _meta_input(name: str, in_chans: int = 3) -> torch.Tensor:
@@ -82,3 +84,9 @@ def test_bad_out_indices() -> None:
         create_model("resnet20", features_only=True, out_indices=(4,))
     with pytest.raises(ConfigError, match="features_only"):
         create_model("resnet20", out_indices=(1,))
+
+
+@pytest.mark.parametrize("name", [n for n in list_models(task="classification") if n not in CLASSIFIERS])
+def test_models_without_feature_maps_refuse_features_only(name: str) -> None:
+    with pytest.raises(ConfigError, match="declares no stages"):
+        create_model(name, features_only=True)

@@ -11,7 +11,9 @@ and for ``evaluate.py``; tasks may add metrics too costly for every epoch then.
 
 A task that trains with several optimizers (a GAN's discriminator and generator) lists them in
 ``optimizer_names``; the trainer then calls ``training_step(batch, name)`` once per optimizer and
-batch, in that order, with only that optimizer's parameters requiring gradients, and steps it.
+batch, in that order, with only that optimizer's parameters requiring gradients, and steps it. A task
+with nothing to optimise (k-nearest neighbours) has ``optimizer_names = ()``: the trainer calls
+``training_step(batch)`` as a plain forward pass (no backward, no optimizer; its dict needs no ``"loss"``).
 """
 
 from __future__ import annotations
@@ -65,7 +67,18 @@ class Task(nn.Module):
         """Called once with the dataset's class names (e.g. to name per-class metrics)."""
 
     def on_validation_end(self, logger: Any, step: int) -> None:
-        """Hook after each validation pass (eval mode, no gradients); log images here."""
+        """Hook after each validation pass (eval mode, no gradients); log images here. By default it calls
+        :meth:`log_visualizations`; a task that overrides it calls that itself where it applies."""
+        self.log_visualizations(logger, step)
+
+    def log_visualizations(self, logger: Any, step: int) -> None:
+        """Log what the model draws of itself: a model may define ``visualizations() -> {name: images}``
+        (``(N, C, H, W)`` of any range, e.g. a linear classifier's class templates); each is logged as one
+        grid ``val/<name>``, the ``N`` images in a row, each min-max scaled (:func:`for_display`)."""
+        draw = getattr(self.__dict__.get("_unwrapped") or self.model, "visualizations", None)
+        if logger and draw is not None:
+            for name, images in draw().items():
+                logger.log_image_grid(f"val/{name}", for_display(images.detach().float()), step, nrow=len(images))
 
     def report(self, logger: Any, split: str, step: int) -> dict[str, Any]:
         """After a test pass (training's, and ``evaluate.py``'s): log what only this task knows how to
