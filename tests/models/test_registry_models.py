@@ -9,6 +9,8 @@ from torch import nn
 from zoo.models import create_model, list_models, model_info
 from zoo.models.base import Classifier
 
+#: every classifier with trainable weights; knn (task "knn") is not one of them: it has no parameters and no
+#: gradient to overfit with (tests/models/test_knn.py checks it against scikit-learn instead)
 CLASSIFIERS = list_models(task="classification")
 #: small-input models are cheap enough to overfit a batch in the default suite
 #: (entries flagged ``slow`` in their metadata, e.g. WRN-28-10, go with the large ones)

@@ -273,6 +273,9 @@ class Trainer:
         multi = len(s.optimizers) > 1
         outs: dict[str, torch.Tensor] = {}
         s.skip_batch = False
+        if not s.optimizers:  # a task with nothing to optimise (optimizer_names = ()): the step is a forward pass
+            with self.autocast():
+                outs = {k: v.detach() for k, v in step_fn(batch).items()}
         for name, optimizer in s.optimizers.items():
             with _only_trainable(self._owned, name) if multi else nullcontext():
                 with self.autocast():
@@ -298,7 +301,7 @@ class Trainer:
             s.n += 1
         s.stepped = boundary
         if boundary:
-            if not s.skip_batch:
+            if not s.skip_batch and s.optimizers:
                 s.scaler.update()
             for schedule in s.schedules.values():
                 schedule.step_batch()

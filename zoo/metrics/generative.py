@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.errors import CheckpointError
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -115,23 +114,12 @@ class ClassifierScorer(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, option: str = "task.classifier_ckpt") -> ClassifierScorer:
         """Load a classifier trained by ``train.py`` (its config and data statistics are in the file)."""
-        from zoo.engine.checkpoint import is_zoo_checkpoint, load_checkpoint
-        from zoo.models import create_model
+        from zoo.trained import load_classifier
 
-        try:
-            state = load_checkpoint(path)
-        except CheckpointError as e:
-            raise CheckpointError(f"{option}: {e}") from None
-        if not is_zoo_checkpoint(state) or state.get("task") != "classification" or "config" not in state:
-            raise CheckpointError(
-                f"{option}={path} is not a zoo classifier checkpoint; train one with "
-                "`python train.py experiment=lenet5_digits` and pass <run>/checkpoints/best.pt"
-            )
-        model_cfg = {k: v for k, v in state["config"]["model"].items() if k not in ("input_size", "pretrained")}
-        classifier = create_model(model_cfg.pop("name"), **model_cfg)
-        classifier.load_state_dict(state["model"])
+        classifier, state = load_classifier(path, option, "train one with `python train.py experiment=lenet5_digits` and "
+                                                          "pass <run>/checkpoints/best.pt")
         info = state.get("data_info", {})
-        in_chans = int(model_cfg.get("in_chans", 1))
+        in_chans = int(state["config"]["model"].get("in_chans", 1))
         mean, std = info.get("mean") or [0.0] * in_chans, info.get("std") or [1.0] * in_chans
         return cls(classifier, mean, std, int(state["config"]["model"]["input_size"]), in_chans)
 
