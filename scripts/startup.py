@@ -6,13 +6,16 @@
 
 Each ``--tree`` is a zoo checkout; its commands run with ``PYTHONPATH=<tree>`` from an empty
 temporary directory, so an installed zoo does not interfere. Rows (seconds, median of ``--runs``;
-the runs of the trees alternate, so a slow spell of the machine hits them alike):
+the runs of the trees alternate, so a slow spell of the machine hits them alike). Each cell is the
+wall time and, in brackets, the CPU time (user + system, all threads): on a busy machine the wall
+times swing with the other load, the CPU times much less.
 
-- ``import torch``: the floor every command pays.
+- ``import torch``: the floor every command pays; ``+ torch._dynamo``: the floor of a training run (torch
+  imports ``torch._dynamo`` when the first optimizer is built).
 - ``import zoo (run modules)``: the modules ``train.py`` imports before it builds anything, and the
   model families (``list_models``).
 - ``python -m zoo list``: the whole registry, parameter counts and torchvision weights included.
-- ``train.py`` wall: ``python train.py trainer.max_epochs=1`` (LeNet-5 on digits, the defaults),
+- ``train.py``: ``python train.py trainer.max_epochs=1`` (LeNet-5 on digits, the defaults),
   outputs in a temporary directory.
 - first training step: seconds from the process start to the end of its first optimizer step, as the
   run's own log line says (``first training step ... s after process start``; "n/a" for a tree that
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,6 +53,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 def _first_step(optimizer, args, kwargs):
     handle.remove()
     print(f"STARTUP-PROBE first-step {time.time():.6f}", file=sys.stderr, flush=True)
+    print(f"STARTUP-PROBE first-step-cpu {time.process_time():.6f}", file=sys.stderr, flush=True)
 
 handle = register_optimizer_step_post_hook(_first_step)
 atexit.register(lambda: print(f"STARTUP-PROBE torchvision {'torchvision' in sys.modules}", file=sys.stderr, flush=True))
@@ -64,11 +69,14 @@ IMPORTS = ("import zoo.cli, zoo.sweep, zoo.pipeline, zoo.tasks, zoo.engine.logge
 class Result:
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
         self.flags: dict[str, set[str]] = {}
 
-    def add(self, row: str, value: float | None) -> None:
+    def add(self, row: str, value: float | None, cpu: float | None = None) -> None:
         if value is not None:
             self.times.setdefault(row, []).append(value)
+        if cpu is not None:
+            self.cpu.setdefault(row, []).append(cpu)
 
     def flag(self, row: str, value: str) -> None:
         self.flags.setdefault(row, set()).add(value)
@@ -76,20 +84,27 @@ class Result:
     def cell(self, row: str) -> str:
         if row in self.flags:
             return "/".join(sorted(self.flags[row]))
-        values = self.times.get(row)
-        return f"{statistics.median(values):.2f} s" if values else "n/a"
+        values, cpu = self.times.get(row), self.cpu.get(row)
+        if not values:
+            return "n/a"
+        return f"{statistics.median(values):.2f} s" + (f" ({statistics.median(cpu):.2f})" if cpu else "")
 
 
-def run(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float, str]:
-    """Launch time (``time.time()``), wall seconds and the combined output of ``cmd``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float, float, str]:
+    """Launch time (``time.time()``), wall and CPU seconds, and the combined output of ``cmd``."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
     env.pop("PROJECT_ROOT", None)
-    launched, t0 = time.time(), time.perf_counter()
+    launched, t0, cpu0 = time.time(), time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed in {tree} ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
-    return launched, wall, proc.stdout + proc.stderr
+    return launched, wall, cpu, proc.stdout + proc.stderr
 
 
 def _probe(output: str, key: str) -> str | None:
@@ -99,30 +114,33 @@ def _probe(output: str, key: str) -> str | None:
 
 def measure_once(tree: Path, result: Result, work: Path, index: int) -> None:
     py = sys.executable
-    _, wall, _ = run([py, "-c", "import torch"], tree, work)
-    result.add("`import torch`", wall)
+    _, wall, cpu, _ = run([py, "-c", "import torch"], tree, work)
+    result.add("`import torch`", wall, cpu)
+    _, wall, cpu, _ = run([py, "-c", "import torch, torch._dynamo"], tree, work)
+    result.add("`import torch, torch._dynamo`", wall, cpu)
 
-    _, wall, out = run([py, "-c", IMPORTS], tree, work)
-    result.add("`import zoo` (run modules)", wall)
+    _, wall, cpu, out = run([py, "-c", IMPORTS], tree, work)
+    result.add("`import zoo` (run modules)", wall, cpu)
     result.flag("... torchvision imported", "yes" if _probe(out, "torchvision") == "True" else "no")
 
-    _, wall, _ = run([py, "-m", "zoo", "list"], tree, work)
-    result.add("`python -m zoo list`", wall)
+    _, wall, cpu, _ = run([py, "-m", "zoo", "list"], tree, work)
+    result.add("`python -m zoo list`", wall, cpu)
 
     out_dir = work / f"outputs-{index}"
     cmd = [py, "-c", PROBE, str(tree / "train.py"), "trainer.max_epochs=1", f"hydra.run.dir={out_dir}"]
-    launched, wall, out = run(cmd, tree, work)
-    result.add("`train.py trainer.max_epochs=1` wall", wall)
+    launched, wall, cpu, out = run(cmd, tree, work)
+    result.add("`train.py trainer.max_epochs=1`", wall, cpu)
     logged = FIRST_STEP.findall(out)
     result.add("first training step (log line)", float(logged[-1]) if logged else None)
-    stepped = _probe(out, "first-step")
-    result.add("first training step (probe)", float(stepped) - launched if stepped else None)
+    stepped, stepped_cpu = _probe(out, "first-step"), _probe(out, "first-step-cpu")
+    result.add("first training step (probe)", float(stepped) - launched if stepped else None,
+               float(stepped_cpu) if stepped_cpu else None)
     result.flag("torchvision imported by the run", "yes" if _probe(out, "torchvision") == "True" else "no")
 
 
 def table(trees: list[Path], results: list[Result]) -> str:
-    order = ["`import torch`", "`import zoo` (run modules)", "... torchvision imported", "`python -m zoo list`",
-             "`train.py trainer.max_epochs=1` wall", "first training step (log line)", "first training step (probe)",
+    order = ["`import torch`", "`import torch, torch._dynamo`", "`import zoo` (run modules)", "... torchvision imported", "`python -m zoo list`",
+             "`train.py trainer.max_epochs=1`", "first training step (log line)", "first training step (probe)",
              "torchvision imported by the run"]
     seen = dict.fromkeys(r for res in results for r in [*res.times, *res.flags])
     rows = order + [r for r in seen if r not in order]
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             for j, (tree, result) in enumerate(zip(trees, results)):
                 print(f"run {i + 1}/{args.runs}: {tree}", file=sys.stderr, flush=True)
                 measure_once(tree, result, work, i * len(trees) + j)
-    print(f"{os.cpu_count()} CPUs, median of {args.runs} runs\n")
+    print(f"{os.cpu_count()} CPUs, median of {args.runs} runs; cells: wall seconds (CPU seconds)\n")
     print(table(trees, results))
     return 0
 
