@@ -37,6 +37,7 @@ from zoo.schema import check_config, check_options, check_value
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
+from zoo.tasks.base import for_display
 from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
@@ -183,13 +184,10 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     """A grid of the first augmented training batch, each image min-max scaled for display."""
     if not logger:
         return
-    from torchvision.utils import make_grid
-
     batch = next(iter(loader), None)
     if batch is None or not isinstance(batch[0], torch.Tensor):  # variable-size images come as a list
         return
-    images = batch[0][:count].detach().float().cpu()
-    logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
+    logger.log_image_grid("data/train_augmented", for_display(batch[0][:count].detach().float().cpu()), 0)
 
 
 @_in_claimed_run(_check_train, resumes=True)

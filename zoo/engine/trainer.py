@@ -16,12 +16,11 @@ import signal
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from zoo.data.types import DataModule, Loader
 from zoo.engine import distributed
 from zoo.engine.callbacks import Callback, ModelCheckpoint, TorchProfiler, learning_rates
 from zoo.engine.checkpoint import restore_training, training_checkpoint
@@ -30,7 +29,10 @@ from zoo.engine.optim import Schedule, build_optimizer
 from zoo.engine.state import TrainerConfig, TrainState, limit_batches
 from zoo.engine.utils import autocast_dtype, resolve_device, resolve_precision, to_device
 from zoo.errors import ConfigError, TrainingInterrupted
-from zoo.tasks.base import Task
+
+if TYPE_CHECKING:
+    from zoo.data.types import DataModule, Loader
+    from zoo.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
