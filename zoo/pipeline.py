@@ -25,7 +25,7 @@ from zoo.engine import distributed
 from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import LoggerCollection, build_loggers, check_loggers, flatten_config
-from zoo.engine.optim import check_warmup
+from zoo.engine.optim import check_closure, check_warmup
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
@@ -60,6 +60,7 @@ def _check_train(c: dict[str, Any]) -> None:
     check_options("model", model, MODELS.get(c["model"]["name"]).obj)
     trainer = TrainerConfig.from_dict(c["trainer"])
     check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
+    check_closure(c["optimizer"]["name"], str(trainer.precision), trainer.accumulate_grad_batches)  # auto: when it resolves
     build_callbacks(c.get("callbacks"))
     check_loggers(c.get("logger"))
 
