@@ -27,7 +27,7 @@ def test_every_config_builds_its_engine_settings(tmp_path: Path, group: str, cho
     build_loggers(cfg.get("logger"), tmp_path).close()
 
 
-COMPONENTS = [(group, p.stem) for group in ("model", "data", "task", "optimizer", "scheduler", "augmentation", "transfer")
+COMPONENTS = [(group, p.stem) for group in ("model", "data", "task", "optimizer", "scheduler", "regularizer", "augmentation", "transfer")
               for p in sorted((CONFIG_DIR / group).glob("*.yaml"))]
 
 

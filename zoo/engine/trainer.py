@@ -177,7 +177,7 @@ class Trainer:
         steps_per_epoch = math.ceil(s.num_train_batches / cfg.accumulate_grad_batches)
         s.schedules = {name: Schedule(opt, scheduler_cfg, steps_per_epoch, s.max_epochs, task.monitor_mode)
                        for name, opt in s.optimizers.items()}
-        step_fn = torch.compile(task.training_step) if cfg.compile else task.training_step
+        step_fn = torch.compile(task.training_objective) if cfg.compile else task.training_objective
         if ckpt_path:
             self._resume_partial, self.resumed_from = restore_training(self, ckpt_path), Path(ckpt_path)
         if self.dist.enabled:
@@ -360,6 +360,7 @@ class Trainer:
         else:  # closure optimizers never run with an enabled scaler (check_closure)
             scaler.step(optimizer, closure)
         optimizer.zero_grad(set_to_none=True)
+        task.after_optimizer_step(name)
 
     def _interrupted(self) -> None:
         s = self.state
