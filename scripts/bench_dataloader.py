@@ -78,7 +78,6 @@ def main() -> None:
     stats = stats_of([to_float(x)], "channel")
     normalize = Normalize(stats)
     ops = parse_augmentation(AUGMENTATION)
-    fill = [round(255 * m) for m in stats["mean"]]
     per_sample = v2.Compose([*(op.v2(32) for op in ops), v2.ToDtype(torch.float32, scale=True), normalize])
     batched = Compose([to_float, *ops, normalize])
 

@@ -32,7 +32,8 @@ MODEL_CONFIGS = sorted(p.stem for p in MODEL_DIR.glob("*.yaml") if not p.stem.st
 #: model yamls that set input_size themselves, deliberately other than the registry's (none today)
 EXPLICIT_INPUT_SIZE: dict[str, int] = {}
 
-COMPONENTS = [(group, p.stem) for group in ("model", "data", "task", "optimizer", "scheduler", "augmentation", "transfer")
+GROUPS = ("model", "data", "task", "optimizer", "scheduler", "regularizer", "augmentation", "transfer")
+COMPONENTS = [(group, p.stem) for group in GROUPS
               for p in sorted((CONFIG_DIR / group).glob("*.yaml")) if not p.stem.startswith("_")]  # _*.yaml: shared keys
 
 

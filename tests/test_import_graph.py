@@ -2,7 +2,8 @@
 
 An edge is an ``import zoo.x`` or ``from zoo.x import y`` anywhere in a module (``y`` counts as the
 module ``zoo.x.y`` when that is a module); imports under ``if TYPE_CHECKING:`` are annotations only and
-do not count.
+do not count, nor does a module's import of its own ancestor package (``import zoo`` in ``zoo.engine.utils``),
+which Python has initialised before the module itself.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def import_graph() -> dict[str, set[str]]:
             if not target.startswith("zoo"):
                 continue
             subs = {f"{target}.{n}" for n in names} & modules.keys()
-            graph[name] |= (subs or {target}) - {name}
+            graph[name] |= {t for t in (subs or {target}) if t != name and not name.startswith(f"{t}.")}
     return graph
 
 

@@ -87,3 +87,17 @@ def test_resume_from_the_command_line_keeps_the_finished_run(momentum_cosine: Pa
     assert "name: momentum" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
     proc = run_cli("train.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'bad'}", "optimizer.lr=0.5")
     assert proc.returncode == 2 and "optimizer.lr=0.5 would change it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lbfgs_resumes_exactly(tmp_path: Path) -> None:
+    """L-BFGS's state (its curvature pairs, last direction and step) travels in the checkpoint: a resumed
+    full-batch run ends on the weights of the uninterrupted one."""
+    run = ["experiment=lbfgs_digits", "logger=none", "trainer.max_epochs=3", "optimizer.max_iter=5", "data.train_per_class=20",
+           "data.batch_size=200", "trainer.deterministic=true", "test=false", "callbacks.checkpoint.every_n_epochs=1"]
+    whole = train(make_cfg(tmp_path / "whole", *run))
+    assert whole["optimizer"] == "lbfgs" and whole["global_step"] == 3
+    ckpt = tmp_path / "whole" / "checkpoints" / "epoch_1.pt"
+    assert len(load_checkpoint(ckpt)["optimizers"]["model"]["state"][0]["old_dirs"]) > 0
+    result = train(make_cfg(tmp_path / "resumed", f"ckpt_path={ckpt}", "logger=none"), overrides=[f"ckpt_path={ckpt}", "logger=none"])
+    assert [h["epoch"] for h in result["history"]] == [1, 2] and result["optimizer"] == "lbfgs"
+    _same_weights(tmp_path / "resumed" / "checkpoints" / "last.pt", tmp_path / "whole" / "checkpoints" / "last.pt")

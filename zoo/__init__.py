@@ -6,9 +6,14 @@ importing torch before it is needed.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 __version__ = "0.1.0"
+
+#: when zoo was first imported (``time.time()``): the process start where the system does not say it
+#: (see :func:`zoo.engine.utils.seconds_since_start`)
+IMPORTED_AT = time.time()
 
 __all__ = ["Registry", "create_model", "list_models", "model_info", "__version__"]
 

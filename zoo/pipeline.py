@@ -26,7 +26,8 @@ from zoo.engine import distributed
 from zoo.engine.callbacks import Progress, Unfreeze, build_callbacks
 from zoo.engine.checkpoint import FORMAT, load_checkpoint
 from zoo.engine.loggers import LoggerCollection, build_loggers, check_loggers, flatten_config
-from zoo.engine.optim import check_warmup
+from zoo.engine.optim import check_closure, check_warmup
+from zoo.engine.regularizers import build_regularizer
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
@@ -37,6 +38,7 @@ from zoo.schema import check_config, check_options, check_value
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import Task, build_task
+from zoo.tasks.base import for_display
 from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
@@ -63,6 +65,8 @@ def _check_train(c: dict[str, Any]) -> None:
     check_options("model", model, MODELS.get(c["model"]["name"]).obj)
     trainer = TrainerConfig.from_dict(c["trainer"])
     check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
+    check_closure(c["optimizer"]["name"], str(trainer.precision), trainer.accumulate_grad_batches)  # auto: when it resolves
+    build_regularizer(c.get("regularizer"))
     build_callbacks(c.get("callbacks"))
     check_loggers(c.get("logger"))
 
@@ -149,9 +153,9 @@ class Run:
 
 def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any] | None = None) -> Run:
     """The data, model and task of run config ``c`` (``data``, ``model``, ``task``, ``augmentation``,
-    ``transfer``, ``seed``). With a zoo ``checkpoint`` (evaluation) the weights come from it instead of
-    any ``*pretrained`` source, the data learns the training run's vocabulary and the like, and
-    neither augmentation nor a transfer policy applies."""
+    ``transfer``, ``regularizer``, ``seed``). With a zoo ``checkpoint`` (evaluation) the weights come from
+    it instead of any ``*pretrained`` source, the data learns the training run's vocabulary and the like,
+    and neither augmentation, a transfer policy nor a regulariser applies."""
     data_cfg, note = resolve_data_config(c["data"], c["model"])  # e.g. the preprocessing of torchvision weights
     if note and checkpoint is None:
         log.info(note)
@@ -169,8 +173,9 @@ def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any
             raise CheckpointError(f"{c.get('ckpt_path')}: weights do not fit model {model_cfg['name']}: "
                                   f"{str(e).splitlines()[0]}") from None
     policy = build_transfer(c.get("transfer"), model) if checkpoint is None else None
+    regularizer = build_regularizer(c.get("regularizer")) if checkpoint is None else None
     task = build_task(fill_from_info(c["task"], data.info), model, info["task"], policy.lr_mult if policy else None,
-                      num_classes=data.num_classes)
+                      regularizer, num_classes=data.num_classes)
     task.set_class_names(data.class_names)
     if policy is not None:
         log.info(policy.describe())
@@ -183,13 +188,10 @@ def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64
     """A grid of the first augmented training batch, each image min-max scaled for display."""
     if not logger:
         return
-    from torchvision.utils import make_grid
-
     batch = next(iter(loader), None)
     if batch is None or not isinstance(batch[0], torch.Tensor):  # variable-size images come as a list
         return
-    images = batch[0][:count].detach().float().cpu()
-    logger.log_images("data/train_augmented", make_grid(images, nrow=8, normalize=True, scale_each=True)[None], 0)
+    logger.log_image_grid("data/train_augmented", for_display(batch[0][:count].detach().float().cpu()), 0)
 
 
 @_in_claimed_run(_check_train, resumes=True)
@@ -222,7 +224,7 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     tags = [str(t) for t in c.get("tags") or []]
     logger.log_config(c)
     logger.log_hyperparams(flatten_config({k: c[k] for k in ("model", "data", "augmentation", "task", "optimizer", "scheduler",
-                                                             "trainer", "transfer", "seed") if k in c}),
+                                                             "regularizer", "trainer", "transfer", "seed") if k in c}),
                            {f"val/{task.monitor}": float("nan"), f"test/{task.monitor}": float("nan")})
     logger.log_tags(tags)
     _log_augmented_images(logger, data.train)

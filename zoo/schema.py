@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from zoo.errors import ConfigError
 
 #: config groups whose node names the option file it came from (``optimizer.name: adam`` -> ``adam.yaml``)
-NAMED_GROUPS = ("model", "data", "optimizer", "scheduler", "task", "transfer", "tta")
+NAMED_GROUPS = ("model", "data", "optimizer", "scheduler", "regularizer", "task", "transfer", "tta")
 
 
 def _describe(annotation: Any) -> str:

@@ -6,6 +6,9 @@ Schedules are expressed as a multiplicative factor of the base learning rate as 
 optimizer step, so every schedule composes with linear warmup and behaves the same under gradient
 accumulation. ``plateau`` uses :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`, stepped per
 epoch on the monitored validation metric once warmup is over.
+
+Optimizers registered with ``closure=True`` (``lbfgs``) evaluate the loss again inside their step;
+the trainer hands them a closure (:func:`needs_closure`, :func:`check_closure`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Lo
 LrMult = Callable[[str], "float | None"]
 
 
+def is_bias_or_norm(module: nn.Module, name: str) -> bool:
+    """Whether parameter ``name`` of ``module`` (its own, not a submodule's) is a bias or belongs to a
+    normalisation layer: what gets no weight decay by default, and no regulariser penalty."""
+    return name.endswith("bias") or isinstance(module, _NORM_TYPES)
+
+
 def param_groups(
     model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False, lr_mult: float | LrMult = 1.0
 ) -> list[dict[str, Any]]:
@@ -49,7 +58,7 @@ def param_groups(
                 mult = lr_mult if p.requires_grad else None
             if mult is None:
                 continue
-            skip = not decay_norm_and_bias and (name.endswith("bias") or isinstance(module, _NORM_TYPES))
+            skip = not decay_norm_and_bias and is_bias_or_norm(module, name)
             groups.setdefault((float(mult), skip), []).append(p)
     return [
         {"params": params, "weight_decay": 0.0 if skip else weight_decay, "lr_mult": mult}
@@ -103,6 +112,50 @@ def _adam(params: Iterable[Any], lr: float, betas: Iterable[float] = (0.9, 0.999
 @OPTIMIZERS.register("adamw")
 def _adamw(params: Iterable[Any], lr: float, betas: Iterable[float] = (0.9, 0.999), **kw: Any) -> Optimizer:
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), **kw)  # type: ignore[arg-type]
+
+
+@OPTIMIZERS.register("adadelta")
+def _adadelta(params: Iterable[Any], lr: float, rho: float = 0.95, eps: float = 1e-6, **kw: Any) -> Optimizer:
+    """Zeiler 2012: no learning rate in the paper (``lr`` 1.0 scales its step); rho 0.95, eps 1e-6 as there."""
+    return torch.optim.Adadelta(params, lr=lr, rho=rho, eps=eps, **kw)
+
+
+@OPTIMIZERS.register("lbfgs", closure=True)
+def _lbfgs(params: Iterable[Any], lr: float, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-7,
+           tolerance_change: float = 1e-9, history_size: int = 100, line_search_fn: str | None = None) -> Optimizer:
+    """L-BFGS (Liu & Nocedal 1989), up to ``max_iter`` iterations (each evaluating the loss of the same batch
+    again) per optimizer step. torch's LBFGS takes one parameter group: the groups become one."""
+    groups = list(params)
+    if len({g.get("lr_mult", 1.0) for g in groups}) > 1:
+        raise ConfigError("optimizer=lbfgs takes one learning rate for all parameters; drop the transfer policy's "
+                          "learning-rate multipliers (e.g. transfer.backbone_lr_mult=1) or use another optimizer")
+    if line_search_fn not in (None, "strong_wolfe"):
+        raise ConfigError(f"optimizer.line_search_fn must be strong_wolfe or null, got {line_search_fn!r}")
+    if max_iter < 1 or history_size < 1:
+        raise ConfigError(f"optimizer.max_iter and optimizer.history_size must be >= 1, got {max_iter} and {history_size}")
+    first = groups[0]
+    one = {"params": [p for g in groups for p in g["params"]], "lr": first.get("lr", lr), "lr_mult": first.get("lr_mult", 1.0)}
+    return torch.optim.LBFGS([one], lr=lr, max_iter=max_iter, max_eval=max_eval,
+                             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, history_size=history_size,
+                             line_search_fn=line_search_fn)
+
+
+def needs_closure(name: str) -> bool:
+    """Whether optimizer ``name`` evaluates the loss more than once per step (``step(closure)``: L-BFGS)."""
+    return bool(OPTIMIZERS.metadata(name).get("closure", False))
+
+
+def check_closure(name: str, precision: str, accumulate_grad_batches: int) -> None:
+    """What an optimizer that re-evaluates the loss inside its step cannot do: fp16 (the grad scaler
+    takes no closure) and gradient accumulation (a re-evaluation sees only the last batch)."""
+    if not needs_closure(name):
+        return
+    if precision == "16":
+        raise ConfigError(f"optimizer={name} evaluates the loss again inside its step, which fp16's gradient scaler "
+                          "cannot do; use trainer.precision=bf16 or 32")
+    if accumulate_grad_batches > 1:
+        raise ConfigError(f"optimizer={name} evaluates the loss of one batch again inside its step, so it cannot accumulate "
+                          f"gradients over batches; set trainer.accumulate_grad_batches=1 and a larger data.batch_size")
 
 
 # ---- schedules: factor(epoch, total_epochs) -> multiplier of the base learning rate ----------------------------------

@@ -1,7 +1,8 @@
 """The shared trainer: an epoch loop, the optimisation step, and callbacks for everything else.
 
 The loop owns the device, mixed precision, gradient accumulation (DDP ``no_sync`` between updates)
-and clipping, the schedules, the batch limits and debug switches, and exact resume; it talks to
+and clipping, closures for optimizers that evaluate the loss again inside their step (L-BFGS), the
+schedules, the batch limits and debug switches, and exact resume; it talks to
 models only through a :class:`~zoo.tasks.base.Task`. Checkpoints, early stopping, progress, signal
 handling, the non-finite-loss policy and anything a user adds are :mod:`~zoo.engine.callbacks`
 with the hooks listed in :mod:`zoo.engine.callbacks.base`.
@@ -16,21 +17,23 @@ import signal
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from zoo.data.types import DataModule, Loader
 from zoo.engine import distributed
 from zoo.engine.callbacks import Callback, ModelCheckpoint, TorchProfiler, learning_rates
 from zoo.engine.checkpoint import restore_training, training_checkpoint
 from zoo.engine.loggers import LoggerCollection
-from zoo.engine.optim import Schedule, build_optimizer
+from zoo.engine.optim import Schedule, build_optimizer, check_closure, needs_closure
 from zoo.engine.state import TrainerConfig, TrainState, limit_batches
 from zoo.engine.utils import autocast_dtype, resolve_device, resolve_precision, to_device
 from zoo.errors import ConfigError, TrainingInterrupted
-from zoo.tasks.base import Task
+
+if TYPE_CHECKING:
+    from zoo.data.types import DataModule, Loader
+    from zoo.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class Trainer:
         self._train_loader: Any = None
         self._resume_partial: dict[str, Any] | None = None  # the mid-epoch position a resumed checkpoint recorded
         self._owned: dict[str, list[nn.Parameter]] = {}  # each optimizer's parameters
+        self._closures: set[str] = set()  # the optimizers that evaluate the loss again inside their step (L-BFGS)
         self._hooks: dict[str, list[Any]] = {}
 
     @property
@@ -175,7 +179,7 @@ class Trainer:
         steps_per_epoch = math.ceil(s.num_train_batches / cfg.accumulate_grad_batches)
         s.schedules = {name: Schedule(opt, scheduler_cfg, steps_per_epoch, s.max_epochs, task.monitor_mode)
                        for name, opt in s.optimizers.items()}
-        step_fn = torch.compile(task.training_step) if cfg.compile else task.training_step
+        step_fn = torch.compile(task.training_objective) if cfg.compile else task.training_objective
         if ckpt_path:
             self._resume_partial, self.resumed_from = restore_training(self, ckpt_path), Path(ckpt_path)
         if self.dist.enabled:
@@ -239,6 +243,9 @@ class Trainer:
         optimizers = {}
         for name in task.optimizer_names:
             opt_cfg = dict(task.optimizer_config(name, dict(optimizer_cfg)))
+            check_closure(opt_cfg["name"], self.precision, self.cfg.accumulate_grad_batches)
+            if needs_closure(opt_cfg["name"]):
+                self._closures.add(name)
             decay_nb = bool(opt_cfg.get("decay_norm_and_bias", False))
             groups = task.optimizer_param_groups(name, float(opt_cfg.get("weight_decay", 0.0)), decay_nb)
             optimizers[name] = build_optimizer(opt_cfg, groups)
@@ -269,7 +276,7 @@ class Trainer:
 
     def _step(self, task: Task, step_fn: Any, batch: Any, boundary: bool) -> dict[str, torch.Tensor]:
         """Forward, backward and (at an accumulation boundary) the update of every optimizer for one batch."""
-        s, accum = self.state, self.cfg.accumulate_grad_batches
+        s = self.state
         multi = len(s.optimizers) > 1
         outs: dict[str, torch.Tensor] = {}
         s.skip_batch = False
@@ -278,18 +285,12 @@ class Trainer:
                 outs = {k: v.detach() for k, v in step_fn(batch).items()}
         for name, optimizer in s.optimizers.items():
             with _only_trainable(self._owned, name) if multi else nullcontext():
-                with self.autocast():
-                    out = step_fn(batch, name) if multi else step_fn(batch)
-                loss = out["loss"]
-                self.call("on_before_backward", task, loss)
+                out = self._forward_backward(task, step_fn, batch, name, boundary)
                 if s.skip_batch:
                     break
-                no_sync = getattr(task.model, "no_sync", None) if self.dist.enabled and not boundary else None
-                with no_sync() if no_sync is not None else nullcontext():  # all-reduce once per update
-                    s.scaler.scale(loss / accum if accum > 1 else loss).backward()
-                self.call("on_after_backward", task)
                 if boundary:
-                    self._optimizer_step(task, name, optimizer)
+                    closure = self._closure(task, step_fn, batch, name, optimizer, out["loss"]) if name in self._closures else None
+                    self._optimizer_step(task, name, optimizer, closure)
             outs.update({(f"loss/{name}" if multi and k == "loss" else k): v.detach() for k, v in out.items()})
         if s.skip_batch:
             s.skipped_steps += 1
@@ -311,16 +312,60 @@ class Trainer:
                 self.logger.log_scalars(losses, s.global_step)
         return outs
 
-    def _optimizer_step(self, task: Task, name: str, optimizer: torch.optim.Optimizer) -> None:
-        cfg, scaler = self.cfg, self.state.scaler
+    def _forward_backward(self, task: Task, step_fn: Any, batch: Any, name: str, boundary: bool) -> dict[str, torch.Tensor]:
+        """The forward pass of optimizer ``name`` and, unless a callback skips the batch, its backward pass."""
+        s, accum = self.state, self.cfg.accumulate_grad_batches
+        with self.autocast():
+            out = step_fn(batch, name) if len(s.optimizers) > 1 else step_fn(batch)
+        loss = out["loss"]
+        self.call("on_before_backward", task, loss)
+        if s.skip_batch:
+            return out
+        no_sync = getattr(task.model, "no_sync", None) if self.dist.enabled and not boundary else None
+        with no_sync() if no_sync is not None else nullcontext():  # all-reduce once per update
+            s.scaler.scale(loss / accum if accum > 1 else loss).backward()
+        self.call("on_after_backward", task)
+        return out
+
+    def _closure(self, task: Task, step_fn: Any, batch: Any, name: str, optimizer: torch.optim.Optimizer,
+                 loss: torch.Tensor) -> Any:
+        """The closure of an optimizer that evaluates the loss again inside its step (L-BFGS' iterations and
+        line search): its first call returns ``loss``, the batch's loss whose gradients are in place; every
+        further call runs the batch again (forward, backward, their hooks, ``on_before_optimizer_step`` and
+        clipping, as Lightning does). Under DDP the loss is the mean over the processes, as the gradients are."""
+        calls = itertools.count()
+
+        def closure() -> torch.Tensor:
+            if next(calls) == 0:
+                return distributed.all_reduce_mean({"loss": loss.detach()})["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            out = self._forward_backward(task, step_fn, batch, name, True)
+            if self.state.skip_batch:  # the step has moved the weights already: nothing to drop it to
+                raise ConfigError(f"a callback skipped the batch inside a step of optimizer {name!r} (e.g. a non-finite loss "
+                                  "in its line search), which cannot be undone; set callbacks.nonfinite.policy=raise, "
+                                  "or lower optimizer.lr / set optimizer.line_search_fn=strong_wolfe")
+            self._before_update(task, name, optimizer)
+            return distributed.all_reduce_mean({"loss": out["loss"].detach()})["loss"]
+
+        return closure
+
+    def _before_update(self, task: Task, name: str, optimizer: torch.optim.Optimizer) -> None:
+        self.call("on_before_optimizer_step", task, optimizer, name)
+        if self.cfg.gradient_clip_val is not None:
+            clip = nn.utils.clip_grad_norm_ if self.cfg.gradient_clip_algorithm == "norm" else nn.utils.clip_grad_value_
+            clip(self._owned[name], self.cfg.gradient_clip_val)
+
+    def _optimizer_step(self, task: Task, name: str, optimizer: torch.optim.Optimizer, closure: Any = None) -> None:
+        scaler = self.state.scaler
         if scaler.is_enabled():
             scaler.unscale_(optimizer)  # hooks and clipping see the true gradients
-        self.call("on_before_optimizer_step", task, optimizer, name)
-        if cfg.gradient_clip_val is not None:
-            clip = nn.utils.clip_grad_norm_ if cfg.gradient_clip_algorithm == "norm" else nn.utils.clip_grad_value_
-            clip(self._owned[name], cfg.gradient_clip_val)
-        scaler.step(optimizer)
+        self._before_update(task, name, optimizer)
+        if closure is None:
+            scaler.step(optimizer)
+        else:  # closure optimizers never run with an enabled scaler (check_closure)
+            scaler.step(optimizer, closure)
         optimizer.zero_grad(set_to_none=True)
+        task.after_optimizer_step(name)
 
     def _interrupted(self) -> None:
         s = self.state

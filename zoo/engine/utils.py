@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -40,6 +41,23 @@ def resolve_device(name: str = "auto", key: str = "trainer.device") -> torch.dev
     elif device.type != "cpu":
         raise ConfigError(f"unsupported {key} {name!r}; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started. On Linux its start time in clock ticks after boot
+    (``/proc/self/stat``, field 22) against ``CLOCK_BOOTTIME`` (the clock it is counted on; 10 ms
+    resolution); elsewhere since ``zoo`` was first imported (later than the start by the interpreter's
+    own start-up and whatever ran before)."""
+    import zoo
+
+    since_import = time.time() - zoo.IMPORTED_AT
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+        elapsed = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # not Linux
+        return since_import
+    return elapsed if elapsed >= since_import else since_import
 
 
 PRECISIONS = ("auto", "32", "bf16", "16")

@@ -19,8 +19,8 @@ from zoo.registry import Registry, import_modules
 
 MODELS: Registry[nn.Module] = Registry("model")
 
-#: helper modules that hold no architectures
-_NOT_FAMILIES = {"base", "features", "layers", "pretrained"}
+#: helper modules that register nothing (detection: torchvision's detection parts, imported when a detector is built)
+_NOT_FAMILIES = {"base", "detection", "features", "layers", "pretrained"}
 
 
 def register_model(
@@ -32,7 +32,12 @@ def register_model(
     paper: str = "",
     **metadata: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model builder with its family, task, expected input side and source paper."""
+    """Register a model builder with its family, task, expected input side and source paper.
+
+    ``torchvision=True`` (in ``metadata``) says the model is torchvision's architecture of the same name
+    with its parameter names, so torchvision's weights for it load (``torchvision:<name>.<weights>``),
+    and ``python -m zoo list`` and :func:`pretrained_cfg` ask torchvision about it (only about those:
+    importing torchvision costs more than a second)."""
     return MODELS.register(name, family=family, task=task, input_size=input_size, paper=paper, **metadata)
 
 

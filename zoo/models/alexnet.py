@@ -203,7 +203,7 @@ def _create(variant: str, num_classes: int, in_chans: int, **kwargs: Any) -> Ale
     return AlexNet(SPECS[variant], num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register_model(family="alexnet", input_size=224, paper=_ALEXNET_PAPER)
+@register_model(family="alexnet", input_size=224, paper=_ALEXNET_PAPER, torchvision=True)
 def alexnet(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> AlexNet:
     """AlexNet, torchvision's single-tower 64-192-384-256-256 layout."""
     return _create("alexnet", num_classes, in_chans, **kwargs)

@@ -157,25 +157,25 @@ def _densenet_bc_cifar(depth: int, growth_rate: int, num_classes: int, in_chans:
     return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-@register_model(family="densenet", input_size=224, paper=_PAPER)
+@register_model(family="densenet", input_size=224, paper=_PAPER, torchvision=True)
 def densenet121(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
     """DenseNet-121 (k=32, blocks 6-12-24-16)."""
     return _densenet(32, (6, 12, 24, 16), 64, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="densenet", input_size=224, paper=_PAPER)
+@register_model(family="densenet", input_size=224, paper=_PAPER, torchvision=True)
 def densenet169(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
     """DenseNet-169 (k=32, blocks 6-12-32-32)."""
     return _densenet(32, (6, 12, 32, 32), 64, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="densenet", input_size=224, paper=_PAPER)
+@register_model(family="densenet", input_size=224, paper=_PAPER, torchvision=True)
 def densenet201(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
     """DenseNet-201 (k=32, blocks 6-12-48-32)."""
     return _densenet(32, (6, 12, 48, 32), 64, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="densenet", input_size=224, paper=_PAPER)
+@register_model(family="densenet", input_size=224, paper=_PAPER, torchvision=True)
 def densenet161(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> DenseNet:
     """DenseNet-161 (k=48, blocks 6-12-36-24, 96 stem maps)."""
     return _densenet(48, (6, 12, 36, 24), 96, num_classes, in_chans, **kwargs)

@@ -31,150 +31,38 @@ detector on one's own classes); the data must then be normalised with ImageNet s
 detector's own transform does. Inputs are already normalised by the zoo's datasets, so the model's transform only resizes
 (``min_size``/``max_size``; set them to the data's image size to keep small images as they are) and
 batches; ``image_mean``/``image_std`` are 0/1.
+
+The classes built on torchvision's (:class:`~zoo.models.detection.ZooFasterRCNN`, the backbone adapter,
+RoI pooling) live in :mod:`zoo.models.detection`, imported when a detector is built: registering the
+family does not import torchvision.
 """
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from zoo.errors import ConfigError
-from zoo.models import create_model, register_model
-from zoo.models.base import _set_submodule
-from zoo.models.features import FeatureExtractor, parameter_stages
+from zoo.models import register_model
+
+if TYPE_CHECKING:
+    from zoo.models.detection import ZooFasterRCNN
+
+#: what moved to zoo.models.detection, still importable from here (older pickles name it here)
+_MOVED = ("ZooBackbone", "ZooFasterRCNN", "RoIPool", "freeze_stages", "freeze_batch_norms")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from zoo.models import detection
+
+        return getattr(detection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _PAPER = "Ren et al. 2015, Faster R-CNN: towards real-time object detection with region proposal networks"
 _FPN_PAPER = "Lin et al. 2017, Feature pyramid networks for object detection"
-
-
-def freeze_stages(model: nn.Module, trainable: int | None, used: int) -> None:
-    """Train only the deepest ``trainable`` of the first ``used`` stages of ``model``'s ``feature_info``;
-    the parameters of the others stop requiring gradients and their batch norms become frozen ones."""
-    if trainable is None:
-        return
-    if not 0 <= trainable <= used:
-        raise ConfigError(f"trainable_backbone_layers must be in 0..{used} (the backbone stages used), got {trainable}")
-    stages = parameter_stages(model)[:used]  # type: ignore[arg-type]
-    frozen = stages[: used - trainable]
-    params = dict(model.named_parameters())
-    for stage in frozen:
-        for name in stage.params:
-            params[name].requires_grad_(False)
-        freeze_batch_norms(model, stage.modules)
-
-
-def freeze_batch_norms(model: nn.Module, names: Sequence[str] | None = None) -> None:
-    """Turn the batch norms among ``model``'s submodules ``names`` (default: all) into frozen ones."""
-    for name in [n for n, _ in model.named_modules()] if names is None else names:
-        module = model.get_submodule(name) if name else model
-        if isinstance(module, nn.BatchNorm2d):
-            _set_submodule(model, name, _frozen_bn(module))
-
-
-def _frozen_bn(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
-    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
-    with torch.no_grad():
-        if bn.affine:
-            frozen.weight.copy_(bn.weight)
-            frozen.bias.copy_(bn.bias)
-        if bn.running_mean is not None and bn.running_var is not None:
-            frozen.running_mean.copy_(bn.running_mean)
-            frozen.running_var.copy_(bn.running_var)
-    return frozen
-
-
-class ZooBackbone(nn.Module):
-    """Feature maps of a zoo classifier for torchvision's detection heads: an ``OrderedDict`` of maps
-    (``"0"``, ``"1"``, ... shallow to deep, plus ``"pool"`` with an FPN), all ``out_channels`` wide.
-
-    ``out_indices`` select stages of the classifier's ``feature_info``; ``drop_final_pool`` removes a
-    max pool that ends the deepest selected stage (VGG's pool5, ZF's pool after conv5: the paper's
-    detectors read the last convolution at stride 16); ``fpn_channels`` adds a feature pyramid.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        in_chans: int,
-        out_indices: Sequence[int],
-        pretrained: str | None = None,
-        trainable_layers: int | None = None,
-        fpn_channels: int | None = None,
-        drop_final_pool: bool = False,
-        frozen_batch_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        body = create_model(name, in_chans=in_chans, pretrained=pretrained, features_only=True, out_indices=out_indices)
-        assert isinstance(body, FeatureExtractor)
-        if drop_final_pool:
-            last = body.feature_info[-1]
-            pool = body.model.get_submodule(last.module)
-            if isinstance(pool, nn.MaxPool2d):
-                stride = pool.stride if isinstance(pool.stride, int) else pool.stride[0]
-                _set_submodule(body.model, last.module, nn.Identity())
-                body.feature_info[-1] = last._replace(reduction=last.reduction // int(stride))
-                body.reductions[-1] = body.feature_info[-1].reduction
-        freeze_stages(body.model, trainable_layers, body.out_indices[-1] + 1)
-        if frozen_batch_norm:
-            freeze_batch_norms(body.model)
-        self.body = body
-        self.names = [str(i) for i in range(len(body.channels))]
-        self.fpn = None
-        if fpn_channels:
-            self.fpn = FeaturePyramidNetwork(body.channels, fpn_channels, extra_blocks=LastLevelMaxPool())
-            self.out_channels = fpn_channels
-            self.names.append("pool")
-        elif len(set(body.channels)) == 1:
-            self.out_channels = body.channels[0]
-        else:
-            raise ConfigError(f"backbone {name} stages {list(out_indices)} have different widths {body.channels}; "
-                              "set fpn=true or select one stage (backbone_indices=[-1])")
-
-    @property
-    def reductions(self) -> list[int]:
-        """Stride of each output map (the FPN's extra level doubles the deepest)."""
-        strides = list(self.body.reductions)
-        return strides + [strides[-1] * 2] if self.fpn is not None else strides
-
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        maps = OrderedDict(zip(self.names, self.body(x)))
-        return self.fpn(maps) if self.fpn is not None else maps
-
-
-class RoIPool(MultiScaleRoIAlign):
-    """RoI max pooling of one feature map (Girshick 2015, "Fast R-CNN"); a :class:`MultiScaleRoIAlign`
-    subclass (same call signature) because :class:`FasterRCNN` accepts only that type as ``box_roi_pool``."""
-
-    def __init__(self, featmap_name: str, output_size: int) -> None:
-        super().__init__([featmap_name], output_size, sampling_ratio=0)
-        self.featmap_name, self.pool_size = featmap_name, output_size
-
-    def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
-                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
-        x = features[self.featmap_name]
-        height = max(h for h, _ in image_shapes)
-        scale = 2.0 ** round(math.log2(x.shape[-2] / height))  # as MultiScaleRoIAlign infers it
-        return roi_pool(x, proposals, self.pool_size, scale)
-
-
-class ZooFasterRCNN(FasterRCNN):
-    """torchvision's :class:`FasterRCNN` on a :class:`ZooBackbone`, with what transfer learning needs:
-    the layers a new class set replaces, and torchvision's names for the backbone's modules (its detector
-    checkpoints name ResNet-50's layers ``backbone.body.layer1...``; the zoo classifier sits one level deeper)."""
-
-    pretrained_aliases = {"backbone.body.": "backbone.body.model."}
-
-    def classifier_names(self) -> list[str]:
-        return ["roi_heads.box_predictor"]
 
 
 def fasterrcnn(
@@ -197,7 +85,7 @@ def fasterrcnn(
     min_size: int = 800,
     max_size: int = 1333,
     **kwargs: Any,
-) -> FasterRCNN:
+) -> ZooFasterRCNN:
     """Faster R-CNN for ``num_classes`` classes (index 0 = background) on zoo classifier ``backbone``.
 
     ``backbone_indices``: the stages of the backbone's ``feature_info`` to read (one without an FPN).
@@ -210,6 +98,12 @@ def fasterrcnn(
     FPN) or ``pool`` (the paper's RoI max pooling; single map). Further ``kwargs`` go to torchvision's ``FasterRCNN`` (RPN and
     RoI-head sampling, NMS thresholds, ``box_detections_per_img``, ...).
     """
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from zoo.models.detection import RoIPool, ZooBackbone, ZooFasterRCNN
+
     body = ZooBackbone(backbone, in_chans, backbone_indices, backbone_pretrained, trainable_backbone_layers,
                        fpn_channels if fpn else None, drop_final_pool, frozen_batch_norm)
     levels = len(body.names)
@@ -255,21 +149,21 @@ _PAPER_SINGLE_SCALE = dict(drop_final_pool=True, anchor_sizes=(128, 256, 512), a
 
 
 @register_model(family="faster_rcnn", task="detection", input_size=600, paper=_PAPER)
-def fasterrcnn_vgg16(num_classes: int = 21, in_chans: int = 3, **kwargs: Any) -> FasterRCNN:
+def fasterrcnn_vgg16(num_classes: int = 21, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """The paper's VGG16 detector: conv5_3 (stride 16), RoI pooling 7x7, conv3_1 and up fine-tuned."""
     defaults = dict(_PAPER_SINGLE_SCALE, backbone="vgg16", roi_output_size=7, trainable_backbone_layers=3)
     return _preset(defaults, num_classes, in_chans, kwargs)
 
 
 @register_model(family="faster_rcnn", task="detection", input_size=600, paper=_PAPER)
-def fasterrcnn_zf(num_classes: int = 21, in_chans: int = 3, **kwargs: Any) -> FasterRCNN:
+def fasterrcnn_zf(num_classes: int = 21, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """The paper's ZF detector: conv5 (stride 16), RoI pooling 6x6, all layers fine-tuned."""
     defaults = dict(_PAPER_SINGLE_SCALE, backbone="zfnet", roi_output_size=6)
     return _preset(defaults, num_classes, in_chans, kwargs)
 
 
-@register_model(family="faster_rcnn", task="detection", input_size=800, paper=f"{_PAPER}; {_FPN_PAPER}")
-def fasterrcnn_resnet50_fpn(num_classes: int = 91, in_chans: int = 3, **kwargs: Any) -> FasterRCNN:
+@register_model(family="faster_rcnn", task="detection", input_size=800, paper=f"{_PAPER}; {_FPN_PAPER}", torchvision=True)
+def fasterrcnn_resnet50_fpn(num_classes: int = 91, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """ResNet-50 stages 2-5 with an FPN and multi-scale RoIAlign (torchvision's configuration)."""
     defaults = dict(backbone="resnet50", backbone_indices=(1, 2, 3, 4), fpn=True, anchor_sizes=(32, 64, 128, 256, 512),
                     trainable_backbone_layers=3, min_size=800, max_size=1333)
@@ -283,13 +177,13 @@ _DIGITS = dict(backbone="resnet20", backbone_indices=(-1,), anchor_sizes=(12, 18
 
 
 @register_model(family="faster_rcnn", task="detection", input_size=64, paper=_PAPER)
-def fasterrcnn_resnet20(num_classes: int = 11, in_chans: int = 1, **kwargs: Any) -> FasterRCNN:
+def fasterrcnn_resnet20(num_classes: int = 11, in_chans: int = 1, **kwargs: Any) -> nn.Module:
     """CPU-sized: CIFAR ResNet-20's last stage (64 channels, stride 4) for 64 px digit scenes."""
     return _preset(_DIGITS, num_classes, in_chans, kwargs)
 
 
 @register_model(family="faster_rcnn", task="detection", input_size=64, paper=f"{_PAPER}; {_FPN_PAPER}")
-def fasterrcnn_resnet20_fpn(num_classes: int = 11, in_chans: int = 1, **kwargs: Any) -> FasterRCNN:
+def fasterrcnn_resnet20_fpn(num_classes: int = 11, in_chans: int = 1, **kwargs: Any) -> nn.Module:
     """CPU-sized with an FPN over ResNet-20's stages 2-3 (strides 2, 4) and a pooled level (8)."""
     defaults = dict(_DIGITS, backbone_indices=(2, 3), fpn=True, fpn_channels=64, anchor_sizes=(12, 20, 32), roi_op="align",
                     roi_sampling_ratio=1)

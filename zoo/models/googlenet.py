@@ -251,7 +251,7 @@ def _create(spec: GoogLeNetSpec, num_classes: int, in_chans: int, **kwargs: Any)
     return GoogLeNet(num_classes=num_classes, in_chans=in_chans, spec=spec, **kwargs)
 
 
-@register_model(family="googlenet", input_size=224, paper=_PAPER)
+@register_model(family="googlenet", input_size=224, paper=_PAPER, torchvision=True)
 def googlenet(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> GoogLeNet:
     """GoogLeNet (Inception v1), torchvision layout, auxiliary classifiers on by default."""
     return _create(CANONICAL, num_classes, in_chans, **kwargs)

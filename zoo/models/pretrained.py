@@ -1,7 +1,8 @@
 """What a model's pretrained weights expect of the data (timm's ``pretrained_cfg``), from torchvision's own metadata.
 
 Where torchvision has an architecture, the zoo model of the same name keeps torchvision's parameter
-names, so ``torchvision:<model>.<weights>`` loads into it (:mod:`zoo.transfer`). Each weights enum
+names (it is registered with ``torchvision=True``), so ``torchvision:<model>.<weights>`` loads into it
+(:mod:`zoo.transfer`). torchvision is imported only when its weights are asked about. Each weights enum
 member says how its images were preprocessed: ``weights.transforms()`` is an ``ImageClassification``
 (crop size, resize size, mean, std, interpolation). :func:`pretrained_cfg` reads it, and
 :func:`zoo.data.pretrained.resolve_data_config` makes the data pipeline follow it.
@@ -67,18 +68,21 @@ def torchvision_weights(spec: str) -> Any:
 
 def torchvision_builder(name: str) -> str | None:
     """torchvision's builder of the zoo model ``name`` (the same name: zoo keeps torchvision's
-    parameter names where torchvision has the architecture), or ``None``."""
-    from torchvision.models import list_models
+    parameter names where torchvision has the architecture, registered with ``torchvision=True``), or
+    ``None``. Read from the registration, so a model without torchvision weights needs no torchvision."""
+    from zoo.models import model_info
 
-    return name if name in list_models() else None
+    return name if model_info(name).get("torchvision") else None
 
 
 def torchvision_weight_names(name: str) -> list[str]:
     """The torchvision weights the zoo model ``name`` can load (``IMAGENET1K_V1``, ...); empty for none."""
+    builder = torchvision_builder(name)
+    if builder is None:
+        return []
     from torchvision.models import get_model_weights
 
-    builder = torchvision_builder(name)
-    return [w.name for w in get_model_weights(builder)] if builder else []
+    return [w.name for w in get_model_weights(builder)]
 
 
 def weights_cfg(source: str) -> PretrainedCfg | None:

@@ -478,61 +478,61 @@ def _resnext29(cardinality: int, width: int, num_classes: int, in_chans: int, pl
 # ImageNet ResNets (torchvision layout)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNET)
+@register_model(family="resnet", input_size=224, paper=_RESNET, torchvision=True)
 def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-18 (basic blocks 2-2-2-2)."""
     return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNET)
+@register_model(family="resnet", input_size=224, paper=_RESNET, torchvision=True)
 def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-34 (basic blocks 3-4-6-3)."""
     return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_chans, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNET)
+@register_model(family="resnet", input_size=224, paper=_RESNET, torchvision=True)
 def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-50 (bottlenecks 3-4-6-3)."""
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNET)
+@register_model(family="resnet", input_size=224, paper=_RESNET, torchvision=True)
 def resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-101 (bottlenecks 3-4-23-3)."""
     return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNET)
+@register_model(family="resnet", input_size=224, paper=_RESNET, torchvision=True)
 def resnet152(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNet-152 (bottlenecks 3-8-36-3)."""
     return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_chans, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_WRN)
+@register_model(family="resnet", input_size=224, paper=_WRN, torchvision=True)
 def wide_resnet50_2(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """Wide ResNet-50-2: ResNet-50 with bottleneck 3x3 widths doubled (torchvision layout)."""
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, width_per_group=128, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_WRN)
+@register_model(family="resnet", input_size=224, paper=_WRN, torchvision=True)
 def wide_resnet101_2(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """Wide ResNet-101-2: ResNet-101 with bottleneck 3x3 widths doubled (torchvision layout)."""
     return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, width_per_group=128, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNEXT)
+@register_model(family="resnet", input_size=224, paper=_RESNEXT, torchvision=True)
 def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNeXt-50 32x4d: 32 groups of 4 channels in the first stage's bottleneck."""
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, groups=32, width_per_group=4, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNEXT)
+@register_model(family="resnet", input_size=224, paper=_RESNEXT, torchvision=True)
 def resnext101_32x8d(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNeXt-101 32x8d."""
     return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, groups=32, width_per_group=8, **kwargs)
 
 
-@register_model(family="resnet", input_size=224, paper=_RESNEXT)
+@register_model(family="resnet", input_size=224, paper=_RESNEXT, torchvision=True)
 def resnext101_64x4d(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """ResNeXt-101 64x4d."""
     return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, groups=64, width_per_group=4, **kwargs)

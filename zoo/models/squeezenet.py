@@ -117,13 +117,13 @@ def _create(version: Literal["1_0", "1_1"], small: bool, num_classes: int, in_ch
     return SqueezeNet(version, num_classes=num_classes, in_chans=in_chans, small=small, **kwargs)
 
 
-@register_model(family="squeezenet", input_size=224, paper=_PAPER)
+@register_model(family="squeezenet", input_size=224, paper=_PAPER, torchvision=True)
 def squeezenet1_0(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> SqueezeNet:
     """SqueezeNet 1.0."""
     return _create("1_0", False, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="squeezenet", input_size=224, paper=_PAPER)
+@register_model(family="squeezenet", input_size=224, paper=_PAPER, torchvision=True)
 def squeezenet1_1(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> SqueezeNet:
     """SqueezeNet 1.1: 3x3 stem with 64 maps, earlier pooling (2.4x less computation than 1.0)."""
     return _create("1_1", False, num_classes, in_chans, **kwargs)

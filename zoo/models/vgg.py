@@ -87,25 +87,25 @@ def _create(depth: int, small: bool, batch_norm: bool, num_classes: int, in_chan
     return VGG(depth, spec, num_classes=num_classes, in_chans=in_chans, batch_norm=batch_norm, **kwargs)
 
 
-@register_model(family="vgg", input_size=224, paper=_PAPER)
+@register_model(family="vgg", input_size=224, paper=_PAPER, torchvision=True)
 def vgg16(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> VGG:
     """VGG-16 (configuration D)."""
     return _create(16, False, False, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="vgg", input_size=224, paper=_PAPER)
+@register_model(family="vgg", input_size=224, paper=_PAPER, torchvision=True)
 def vgg16_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> VGG:
     """VGG-16 with batch normalisation."""
     return _create(16, False, True, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="vgg", input_size=224, paper=_PAPER)
+@register_model(family="vgg", input_size=224, paper=_PAPER, torchvision=True)
 def vgg19(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> VGG:
     """VGG-19 (configuration E)."""
     return _create(19, False, False, num_classes, in_chans, **kwargs)
 
 
-@register_model(family="vgg", input_size=224, paper=_PAPER)
+@register_model(family="vgg", input_size=224, paper=_PAPER, torchvision=True)
 def vgg19_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> VGG:
     """VGG-19 with batch normalisation."""
     return _create(19, False, True, num_classes, in_chans, **kwargs)

@@ -1,8 +1,9 @@
 """The Task interface: the only place that knows what a model family returns.
 
-The trainer calls ``training_step`` (a dict with a ``"loss"`` entry plus detached scalars to log),
-``validation_step`` (accumulates metric state), ``reset_metrics`` and ``compute_metrics``; it never
-inspects the model itself.
+The trainer calls ``training_objective`` (``training_step``: a dict with a ``"loss"`` entry plus
+detached scalars to log, with the regulariser's penalty added), ``after_optimizer_step`` (the
+regulariser's max-norm projection), ``validation_step`` (accumulates metric state),
+``reset_metrics`` and ``compute_metrics``; it never inspects the model itself.
 
 After each validation pass of ``fit`` (and in ``evaluate.py``) the trainer calls
 ``on_validation_end(logger, step)`` in eval mode without gradients: the place for image summaries
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from zoo.engine.optim import LrMult, param_groups
+from zoo.engine.regularizers import Regularizer
 from zoo.errors import ConfigError
 from zoo.registry import Registry
 
@@ -50,9 +52,24 @@ class Task(nn.Module):
         #: (a :mod:`zoo.transfer` policy's, given to :func:`build_task`); unset, every trainable parameter
         #: gets the base rate
         self.param_lr_mult: LrMult | None = None
+        #: penalties on the weights and the max-norm constraint (``configs/regularizer``; none by default)
+        self.regularizer = Regularizer()
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def training_objective(self, batch: Any, *name: str) -> dict[str, torch.Tensor]:
+        """What the trainer minimises: :meth:`training_step`, with the regulariser's penalty on the weights
+        being trained added to ``"loss"`` and reported as ``"penalty"``."""
+        out = self.training_step(batch, *name)
+        penalty = self.regularizer.penalty(self.model)
+        if penalty is None:
+            return out
+        return {**out, "loss": out["loss"] + penalty, "penalty": penalty.detach()}
+
+    def after_optimizer_step(self, name: str) -> None:
+        """After optimizer ``name`` stepped (its parameters alone trainable): the max-norm projection."""
+        self.regularizer.project(self.model)
 
     def validation_step(self, batch: Any) -> None:
         raise NotImplementedError
@@ -146,11 +163,12 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, lr_mult: LrMult | None = None,
-               **extra: Any) -> Task:
-    """Build the task named in ``cfg`` (with a transfer policy's learning-rate multipliers ``lr_mult``);
-    refuses a model registered for a different task."""
+               regularizer: Regularizer | None = None, **extra: Any) -> Task:
+    """Build the task named in ``cfg`` (with a transfer policy's learning-rate multipliers ``lr_mult``
+    and a ``regularizer``); refuses a model registered for a different task."""
     if cfg["name"] != model_task:
         raise ConfigError(f"task={cfg['name']} cannot train a {model_task} model; use task={model_task} or another model")
     task = TASKS.build_from(cfg, model=model, **extra)
     task.param_lr_mult = lr_mult
+    task.regularizer = regularizer or Regularizer()
     return task

@@ -12,6 +12,9 @@ Hooks, in the order a fit calls them (every hook gets the trainer first, then th
     teardown (always)
     on_test_end (after Trainer.test); on_save_checkpoint (whenever a checkpoint is assembled)
 
+An optimizer that evaluates the loss again inside its step (L-BFGS) repeats ``on_before_backward ->
+on_after_backward -> on_before_optimizer_step`` for every further evaluation of the batch.
+
 Callbacks read and steer the loop through ``trainer.state`` (:class:`~zoo.engine.state.TrainState`):
 ``should_stop`` ends the fit after the epoch, ``skip_batch`` (set in ``on_before_backward``) drops
 the batch's update, ``interrupt`` saves and stops at the next optimizer step. What ``state_dict``

@@ -146,14 +146,26 @@ def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar
 
 def image_grid(images: Tensor, nrow: int = 8) -> Tensor:
     """``(N, C, H, W)`` images in [0, 1] tiled ``nrow`` per row into one ``(3, H', W')`` image, 2-pixel
-    white gaps; images smaller than 32 pixels are enlarged (nearest neighbour) to stay legible."""
+    white gaps; images smaller than 32 pixels are enlarged (nearest neighbour) to stay legible. The
+    layout of ``torchvision.utils.make_grid(images, nrow, padding=2, pad_value=1)`` (one image: itself),
+    without importing torchvision."""
     import torch.nn.functional as F
-    from torchvision.utils import make_grid
 
     images = images.detach().float().cpu().clamp(0, 1)
     if images.shape[-1] < 32:
         images = F.interpolate(images, scale_factor=-(-32 // images.shape[-1]), mode="nearest")
-    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if len(images) == 1:
+        return images[0]
+    n, channels, h, w = images.shape
+    pad, cols = 2, min(nrow, n)
+    rows = -(-n // cols)
+    grid = images.new_ones(channels, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for k, image in enumerate(images):
+        top, left = pad + (k // cols) * (h + pad), pad + (k % cols) * (w + pad)
+        grid[:, top:top + h, left:left + w] = image
+    return grid
 
 
 def close_figure(figure: Any) -> None:
