@@ -1,14 +1,77 @@
-"""Building blocks shared by the residual, dense and fractal families (resnet, densenet, fractalnet)."""
+"""Building blocks shared by the families: the activation resolver (``model.act``), convolutions,
+stems and initialisation of the residual, dense and fractal families (resnet, densenet, fractalnet)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ConfigError
 from zoo.models.base import Classifier
+
+Act = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid", "maxout"]
+ACTS: tuple[str, ...] = get_args(Act)
+#: linear pieces of a maxout unit (Goodfellow et al. 2013): the layer before it has this many times the channels
+MAXOUT_PIECES = 2
+#: families whose layers widen for maxout (the residual networks cannot: their additions fix the widths)
+MAXOUT_FAMILIES = ("lenet", "alexnet", "vgg", "nin", "squeezenet")
+LEAKY_SLOPE = 0.01  # Maas et al. 2013
+PRELU_INIT = 0.25  # He et al. 2015, "Delving deep into rectifiers"
+
+
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al. 2013, "Maxout networks"): the maximum over ``pieces`` consecutive
+    channels (dimension 1), so a layer with ``pieces * C`` outputs followed by it gives ``C`` units."""
+
+    def __init__(self, pieces: int = MAXOUT_PIECES) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(1, (-1, self.pieces)).amax(2)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+def check_act(act: str, maxout: bool = True) -> str:
+    """``act`` if it names an activation (and, for a model that cannot widen its layers, is not
+    ``maxout``); otherwise a :class:`ConfigError` naming the choices."""
+    if act not in ACTS:
+        raise ConfigError(f"unknown model.act={act!r}; choose one of {', '.join(ACTS)}")
+    if act == "maxout" and not maxout:
+        raise ConfigError(
+            f"model.act=maxout needs a model whose layers widen for it ({', '.join(MAXOUT_FAMILIES)}); choose another model.act"
+        )
+    return act
+
+
+def act_width(channels: int, act: str) -> int:
+    """Outputs the layer before ``act`` needs for ``channels`` units: ``MAXOUT_PIECES`` times as many for maxout."""
+    return channels * MAXOUT_PIECES if check_act(act) == "maxout" else channels
+
+
+def make_act(act: str, channels: int | None = None, inplace: bool = False) -> nn.Module:
+    """The activation module ``act`` (one of :data:`ACTS`); ``relu`` is ``nn.ReLU(inplace)`` as before.
+
+    ``prelu`` learns one slope per channel when ``channels`` is given (He et al. 2015), one shared
+    slope otherwise; ``maxout`` is :class:`Maxout` (the preceding layer has :func:`act_width` outputs).
+    ``inplace`` applies to relu, leaky_relu and elu."""
+    check_act(act)
+    if act == "relu":
+        return nn.ReLU(inplace=inplace)
+    if act == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=inplace)
+    if act == "prelu":
+        return nn.PReLU(channels or 1, init=PRELU_INIT)
+    if act == "elu":
+        return nn.ELU(inplace=inplace)
+    if act == "maxout":
+        return Maxout()
+    return {"gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[act]()
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
