@@ -3,7 +3,8 @@ stems and initialisation of the residual, dense and fractal families (resnet, de
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from functools import partial
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -123,3 +124,52 @@ def linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
     """The final layer: ``nn.Linear`` or, for ``num_classes == 0``, an identity (feature extractor)."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
+
+
+Init = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal", "orthogonal"]
+INITS: tuple[str, ...] = get_args(Init)
+#: the layers ``model.init`` fills: convolutions (transposed too) and linear layers
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def _weight_fill(init: str, std: float, act: str) -> Callable[[torch.Tensor], object]:
+    """The ``nn.init`` function of ``init``; Kaiming's gain follows ``act`` (leaky_relu: its slope,
+    prelu: the initial slope 0.25, as He et al. 2015 eq. 15; every other activation: relu's)."""
+    slope = {"leaky_relu": LEAKY_SLOPE, "prelu": PRELU_INIT}.get(act)
+    nonlinearity = "relu" if slope is None else "leaky_relu"
+    kaiming = {"a": slope or 0.0, "mode": "fan_in", "nonlinearity": nonlinearity}
+    return {
+        "xavier_uniform": nn.init.xavier_uniform_,
+        "xavier_normal": nn.init.xavier_normal_,
+        "kaiming_uniform": partial(nn.init.kaiming_uniform_, **kaiming),
+        "kaiming_normal": partial(nn.init.kaiming_normal_, **kaiming),
+        "normal": partial(nn.init.normal_, mean=0.0, std=std),
+        "orthogonal": nn.init.orthogonal_,
+    }[init]
+
+
+def check_init(init: str, std: float) -> None:
+    """A :class:`ConfigError` naming the fix for an unknown ``init`` or a ``std`` that is not positive."""
+    if init not in INITS:
+        raise ConfigError(f"unknown model.init={init!r}; choose one of {', '.join(INITS)}")
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ConfigError(f"model.init_std must be a positive number (e.g. 0.01), got {std!r}")
+
+
+def initialize(model: nn.Module, init: str = "default", std: float = 0.01, act: str = "relu") -> nn.Module:
+    """Refill the weights of every :data:`WEIGHT_LAYERS` module of ``model`` by ``init`` and zero
+    their biases; normalisation layers, PReLU slopes, embeddings and recurrent layers keep theirs,
+    and so do layers of zoo's own (lenet5_classic's sparse C3). ``default`` changes nothing (each
+    model keeps its paper's initialisation); ``normal`` draws N(0, ``std``); Kaiming is fan-in with
+    ``act``'s gain."""
+    check_init(init, std)
+    if init == "default":
+        return model
+    fill = _weight_fill(init, float(std), act)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WEIGHT_LAYERS):
+                fill(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
