@@ -32,7 +32,9 @@ def _large_layers(model: nn.Module) -> list[nn.Module]:
 
 def _torch_default_layers() -> nn.Module:
     """Layers left at torch's own init (std 1/sqrt(3 fan_in)), which no scheme here gives."""
-    return nn.Sequential(nn.Conv2d(64, 128, 3), nn.BatchNorm2d(128), nn.Linear(1024, 512), nn.ConvTranspose2d(96, 32, 4))
+    return nn.Sequential(
+        nn.Conv2d(64, 128, 3), nn.BatchNorm2d(128), nn.Linear(1024, 512), nn.ConvTranspose2d(96, 32, 4)
+    )
 
 
 def _build(model: str, init: str, **kwargs: object) -> nn.Module:

@@ -79,7 +79,9 @@ def create_model(
     check_init(init, init_std)
     loaded = sorted(k for k, v in kwargs.items() if k.endswith("_pretrained") and v)
     if init != "default" and loaded:
-        raise ConfigError(f"model.init={init} would overwrite the weights of model.{loaded[0]}; use model.init=default with it")
+        raise ConfigError(
+            f"model.init={init} would overwrite the weights of model.{loaded[0]}; use model.init=default with it"
+        )
     model = initialize(entry.obj(**kwargs), init, init_std, kwargs.get("act", "relu"))
     if pretrained:
         from zoo.transfer import load_pretrained

@@ -45,7 +45,8 @@ def check_act(act: str, maxout: bool = True) -> str:
         raise ConfigError(f"unknown model.act={act!r}; choose one of {', '.join(ACTS)}")
     if act == "maxout" and not maxout:
         raise ConfigError(
-            f"model.act=maxout needs a model whose layers widen for it ({', '.join(MAXOUT_FAMILIES)}); choose another model.act"
+            f"model.act=maxout needs a model whose layers widen for it ({', '.join(MAXOUT_FAMILIES)}); "
+            "choose another model.act"
         )
     return act
 
@@ -126,7 +127,9 @@ def linear_or_identity(in_features: int, num_classes: int) -> nn.Module:
 
 
 
-Init = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal", "orthogonal"]
+Init = Literal[
+    "default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal", "orthogonal"
+]
 INITS: tuple[str, ...] = get_args(Init)
 #: the layers ``model.init`` fills: convolutions (transposed too) and linear layers
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
