@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from zoo.errors import ConfigError
+from zoo.models.layers import check_init, initialize
 from zoo.models.pretrained import PretrainedCfg, torchvision_builder, weights_cfg
 from zoo.registry import Registry, import_modules
 
@@ -53,10 +54,17 @@ def create_model(
     pretrained: str | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    init: str = "default",
+    init_std: float = 0.01,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``None`` arguments keep the builder's defaults.
 
+    ``init``: refill every convolution and linear layer after construction (``default``: the
+    builder's own initialisation; see :func:`zoo.models.layers.initialize`; ``init_std`` is the
+    standard deviation of ``normal``). It comes before ``pretrained``, so loaded weights win; a
+    backbone the builder loads itself (``backbone_pretrained``, ``encoder_pretrained``) would be
+    overwritten, so that combination is refused.
     ``pretrained``: a zoo checkpoint, a state_dict file or ``torchvision:<model>.<weights>``, adapted
     to ``num_classes`` and ``in_chans`` (see :func:`zoo.transfer.load_pretrained`).
     ``features_only``: return a :class:`~zoo.models.features.FeatureExtractor` giving the feature maps
@@ -68,7 +76,13 @@ def create_model(
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
-    model = entry.obj(**kwargs)
+    check_init(init, init_std)
+    loaded = sorted(k for k, v in kwargs.items() if k.endswith("_pretrained") and v)
+    if init != "default" and loaded:
+        raise ConfigError(
+            f"model.init={init} would overwrite the weights of model.{loaded[0]}; use model.init=default with it"
+        )
+    model = initialize(entry.obj(**kwargs), init, init_std, kwargs.get("act", "relu"))
     if pretrained:
         from zoo.transfer import load_pretrained
 

@@ -20,7 +20,9 @@ fully connected layers with dropout and the class scores:
   networks stable under Adam at lr 1e-3; dropout slows their fitting more than a small model needs.
 
 :class:`ConvMLPClassifier` (features -> adaptive average pool -> 3-layer MLP) is shared with VGG.
-All weights use :func:`he_init`; the final layer starts at zero.
+All weights use :func:`he_init`; the final layer starts at zero. ``act`` (default ``relu``) is the
+activation after every convolution and hidden layer (:func:`zoo.models.layers.make_act`; PReLU per
+channel); ``act="maxout"`` doubles those layers' outputs, so torchvision's weights no longer fit.
 """
 
 from __future__ import annotations
@@ -34,20 +36,23 @@ from torch import nn
 
 from zoo.models import register_model
 from zoo.models.base import Classifier, sequential_feature_info
+from zoo.models.layers import Act, act_width, make_act
 
 _ALEXNET_PAPER = "Krizhevsky et al. 2012, ImageNet classification with deep convolutional neural networks"
 _ZFNET_PAPER = "Zeiler & Fergus 2014, Visualizing and understanding convolutional networks"
 
 
-def mlp_head(in_features: int, hidden: int, num_classes: int, drop_rate: float, dropout_first: bool) -> nn.Sequential:
-    """Two ``hidden``-unit ReLU layers with dropout, then the class scores (index 6).
+def mlp_head(
+    in_features: int, hidden: int, num_classes: int, drop_rate: float, dropout_first: bool, act: Act = "relu"
+) -> nn.Sequential:
+    """Two ``hidden``-unit layers with activation ``act`` and dropout, then the class scores (index 6).
 
     ``dropout_first`` puts dropout before each hidden layer (torchvision's AlexNet) instead of after
     it (VGG); either way the layer indices match torchvision's ``classifier``.
     """
     layers: list[nn.Module] = []
     for width in (in_features, hidden):
-        fc: list[nn.Module] = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        fc: list[nn.Module] = [nn.Linear(width, act_width(hidden, act)), make_act(act, hidden, inplace=True)]
         drop: list[nn.Module] = [nn.Dropout(drop_rate)]
         layers += drop + fc if dropout_first else fc + drop
     layers.append(nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity())
@@ -68,6 +73,7 @@ class ConvMLPClassifier(Classifier):
         num_classes: int,
         drop_rate: float,
         dropout_first: bool,
+        act: Act = "relu",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -76,7 +82,7 @@ class ConvMLPClassifier(Classifier):
         self.feature_info = sequential_feature_info(features)
         self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         in_features = feature_channels * pool_size * pool_size
-        self.classifier = mlp_head(in_features, hidden, num_classes, drop_rate, dropout_first)
+        self.classifier = mlp_head(in_features, hidden, num_classes, drop_rate, dropout_first, act)
         he_init(self)
         if num_classes > 0:
             nn.init.zeros_(self.classifier[-1].weight)
@@ -107,7 +113,7 @@ def he_init(model: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class Conv:
-    """A convolution + ReLU, then optionally local response normalisation and max pooling."""
+    """A convolution + activation, then optionally local response normalisation and max pooling."""
 
     channels: int
     kernel: int
@@ -117,9 +123,10 @@ class Conv:
     lrn: bool = False
     pool: Callable[[], nn.Module] | None = None
 
-    def build(self, in_channels: int) -> list[nn.Module]:
-        conv = nn.Conv2d(in_channels, self.channels, self.kernel, self.stride, self.padding, groups=self.groups)
-        layers: list[nn.Module] = [conv, nn.ReLU(inplace=True)]
+    def build(self, in_channels: int, act: Act = "relu") -> list[nn.Module]:
+        out = act_width(self.channels, act)
+        conv = nn.Conv2d(in_channels, out, self.kernel, self.stride, self.padding, groups=self.groups)
+        layers: list[nn.Module] = [conv, make_act(act, self.channels, inplace=True)]
         if self.lrn:
             # the paper's k=2, n=5, alpha=1e-4, beta=0.75; PyTorch divides alpha by n
             layers.append(nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0))
@@ -181,12 +188,17 @@ class AlexNet(ConvMLPClassifier):
     """AlexNet-style network built from an :class:`AlexNetSpec` (also ZFNet)."""
 
     def __init__(
-        self, spec: AlexNetSpec, num_classes: int = 1000, in_chans: int = 3, drop_rate: float | None = None
+        self,
+        spec: AlexNetSpec,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float | None = None,
+        act: Act = "relu",
     ) -> None:
         layers: list[nn.Module] = []
         channels = in_chans
         for conv in spec.convs:
-            layers += conv.build(channels)
+            layers += conv.build(channels, act)
             channels = conv.channels
         super().__init__(
             nn.Sequential(*layers),
@@ -196,6 +208,7 @@ class AlexNet(ConvMLPClassifier):
             num_classes,
             spec.drop_rate if drop_rate is None else drop_rate,
             dropout_first=True,
+            act=act,
         )
 
 

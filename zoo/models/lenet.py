@@ -7,21 +7,27 @@ C3 16@5x5 (10x10), S4 (5x5), C5 120@5x5 (1x1), F6 84 units, then the class score
 The default is the modern variant: every C3 map sees all six S2 maps, ReLU, max pooling and a
 linear output layer (61,706 parameters at 10 classes). ``c3_connections="lecun"`` restores the
 paper's sparse C3 connection table (Table I: 60 of the 96 map pairs, 1,516 parameters in C3) and
-``activation="tanh"``, ``pool="avg"`` the paper's squashing function and averaging subsampling
+``act="tanh"``, ``pool="avg"`` the paper's squashing function and averaging subsampling
 (``lenet5_classic``: 60,806 parameters; the paper's 60,840 also counts the trainable subsampling
 coefficients and uses RBF output units).
+
+``act`` is any of :data:`zoo.models.layers.ACTS`, one module per layer (``act1 act3 act5 act6``;
+PReLU per channel). ``act="maxout"`` doubles the outputs of C1, C3, C5 and F6 (the sparse C3
+table repeats each map's inputs for both pieces) and takes the maximum over each pair.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo.models import register_model
+from zoo.errors import ConfigError
 from zoo.models.base import Classifier, FeatureInfo
+from zoo.models.layers import Act, act_width, make_act
 
 # Table I of the paper: column j lists the S2 maps that feed C3 map j.
 LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -61,7 +67,6 @@ class SparseConv2d(nn.Module):
         return F.conv2d(x, self.dense_weight(), self.bias)
 
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
@@ -74,29 +79,31 @@ class LeNet5(Classifier):
         self,
         num_classes: int = 10,
         in_chans: int = 1,
-        activation: Literal["relu", "tanh"] = "relu",
+        act: Act = "relu",
         pool: Literal["max", "avg"] = "max",
         c3_connections: Literal["full", "lecun"] = "full",
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if pool not in _POOLS:
             raise ValueError(f"pool must be one of {sorted(_POOLS)}, got {pool!r}")
         if c3_connections not in ("full", "lecun"):
             raise ValueError(f"c3_connections must be 'full' or 'lecun', got {c3_connections!r}")
-        act, pool_layer = _ACTIVATIONS[activation], _POOLS[pool]
+        pool_layer = _POOLS[pool]
+        pieces = act_width(1, act)
+        table = tuple(maps for maps in LECUN_C3_TABLE for _ in range(pieces))  # each map's inputs, once per piece
         self.num_classes = num_classes
         self.num_features = 84
-        self.c1 = nn.Conv2d(in_chans, 6, kernel_size=5)
+        self.c1 = nn.Conv2d(in_chans, 6 * pieces, kernel_size=5)
+        self.act1 = make_act(act, 6)
         self.s2 = pool_layer(2)
-        self.c3 = nn.Conv2d(6, 16, kernel_size=5) if c3_connections == "full" else SparseConv2d(6, LECUN_C3_TABLE, 5)
+        self.c3 = nn.Conv2d(6, 16 * pieces, kernel_size=5) if c3_connections == "full" else SparseConv2d(6, table, 5)
+        self.act3 = make_act(act, 16)
         self.s4 = pool_layer(2)
-        self.c5 = nn.Conv2d(16, 120, kernel_size=5)
-        self.act = act()
-        self.act5 = act()  # C5's own activation: its output is the deepest feature map
-        self.f6 = nn.Linear(120, 84)
+        self.c5 = nn.Conv2d(16, 120 * pieces, kernel_size=5)
+        self.act5 = make_act(act, 120)  # its output is the deepest feature map
+        self.f6 = nn.Linear(120, 84 * pieces)
+        self.act6 = make_act(act, 84)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
         # C5's 5x5 kernels cover S4's whole 5x5 maps: one position for the 32x32 input
@@ -105,23 +112,28 @@ class LeNet5(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (32, 32):
             raise ValueError(f"LeNet-5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; set data.image_size=32")
-        x = self.s2(self.act(self.c1(x)))
-        x = self.s4(self.act(self.c3(x)))
+        x = self.s2(self.act1(self.c1(x)))
+        x = self.s4(self.act3(self.c3(x)))
         return self.act5(self.c5(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.act(self.f6(torch.flatten(x, 1))))
+        x = self.drop(self.act6(self.f6(torch.flatten(x, 1))))
         return x if pre_logits else self.fc(x)
 
 
+def _create(num_classes: int, in_chans: int, **kwargs: Any) -> LeNet5:
+    if "activation" in kwargs:
+        raise ConfigError("model.activation is now model.act (relu, tanh, ...); rename the key")
+    return LeNet5(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
 @register_model(family="lenet", input_size=32, paper="LeCun et al. 1998, Gradient-based learning applied to document recognition")
-def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs: object) -> LeNet5:
+def lenet5(num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> LeNet5:
     """LeNet-5, modern full-connection variant (ReLU, max pooling) unless overridden."""
-    return LeNet5(num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
+    return _create(num_classes, in_chans, **kwargs)
 
 
 @register_model(family="lenet", input_size=32, paper="LeCun et al. 1998, Gradient-based learning applied to document recognition")
-def lenet5_classic(num_classes: int = 10, in_chans: int = 1, **kwargs: object) -> LeNet5:
+def lenet5_classic(num_classes: int = 10, in_chans: int = 1, **kwargs: Any) -> LeNet5:
     """LeNet-5 as in the paper: sparse C3 table, tanh, average subsampling (linear output layer)."""
-    kwargs = {"activation": "tanh", "pool": "avg", "c3_connections": "lecun", **kwargs}
-    return LeNet5(num_classes=num_classes, in_chans=in_chans, **kwargs)  # type: ignore[arg-type]
+    return _create(num_classes, in_chans, **{"act": "tanh", "pool": "avg", "c3_connections": "lecun", **kwargs})

@@ -12,6 +12,8 @@ classifier (``classifier.1``, see :class:`ClassMapClassifier`): ``forward_featur
 ``forward_head(x, pre_logits=True)`` is the 192-d average-pooled feature and
 ``reset_classifier(n)`` swaps in a new 1x1 convolution with ``n`` output maps. The class maps are
 linear by default (the released Caffe model also applies a ReLU to them: ``final_relu=True``).
+``act`` (default ``relu``) is the activation of every mlpconv layer (:func:`zoo.models.layers.make_act`;
+``maxout`` doubles each layer's outputs).
 
 ``nin_small`` halves every width (96-80-48 / 96-96-96 / 96-96-classes), max-pools twice after the
 second block (the third works on 4x4 maps: 32 -> 16 -> 4 with 8x8 content such as the digits, and a
@@ -28,6 +30,7 @@ from torch import nn
 
 from zoo.models import register_model
 from zoo.models.base import Classifier, sequential_feature_info
+from zoo.models.layers import Act, act_width, make_act
 
 _PAPER = "Lin et al. 2013, Network in network"
 
@@ -87,12 +90,12 @@ class ClassMapClassifier(Classifier):
                     nn.init.zeros_(m.bias)
 
 
-def mlpconv(in_channels: int, widths: tuple[int, ...], kernel_size: int) -> nn.Sequential:
-    """A ``kernel_size`` convolution then 1x1 convolutions, each followed by ReLU."""
+def mlpconv(in_channels: int, widths: tuple[int, ...], kernel_size: int, act: Act = "relu") -> nn.Sequential:
+    """A ``kernel_size`` convolution then 1x1 convolutions, each followed by ``act``."""
     layers: list[nn.Module] = []
     for i, width in enumerate(widths):
         k = kernel_size if i == 0 else 1
-        layers += [nn.Conv2d(in_channels, width, k, padding=k // 2), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(in_channels, act_width(width, act), k, padding=k // 2), make_act(act, width, inplace=True)]
         in_channels = width
     return nn.Sequential(*layers)
 
@@ -127,13 +130,14 @@ class NiN(ClassMapClassifier):
         drop_rate: float | None = None,
         final_relu: bool = False,
         spec: NiNSpec = CANONICAL,
+        act: Act = "relu",
     ) -> None:
         super().__init__()
         drop_rate = spec.drop_rate if drop_rate is None else drop_rate
         layers: list[nn.Module] = []
         channels = in_chans
         for i, (widths, kernel) in enumerate(zip(spec.widths, spec.kernels)):
-            layers.append(mlpconv(channels, widths, kernel))
+            layers.append(mlpconv(channels, widths, kernel, act))
             channels = widths[-1]
             if i < len(spec.pools):
                 layers += [_POOLS[kind](3, stride=2, ceil_mode=True) for kind in spec.pools[i]]

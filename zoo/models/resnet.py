@@ -20,6 +20,11 @@
 
 Where torchvision has an architecture, parameter names and shapes equal its own, so its
 state_dicts load with ``strict=True``.
+
+``act`` (default ``relu``) replaces every ReLU (:func:`zoo.models.layers.make_act`). A block keeps
+torchvision's one ``relu`` module for all its activations, so ``prelu`` learns one slope per block
+there (per channel in the stem and the final BN-act); ``maxout`` is refused: the additions fix
+the widths its pieces would double.
 """
 
 from __future__ import annotations
@@ -32,7 +37,18 @@ from torch import nn
 
 from zoo.models import register_model
 from zoo.models.base import FeatureInfo
-from zoo.models.layers import PooledClassifier, Stem, conv1x1, conv3x3, init_conv_bn, linear_or_identity, stem_conv
+from zoo.models.layers import (
+    Act,
+    PooledClassifier,
+    Stem,
+    check_act,
+    conv1x1,
+    conv3x3,
+    init_conv_bn,
+    linear_or_identity,
+    make_act,
+    stem_conv,
+)
 
 _RESNET = "He et al. 2015, Deep residual learning for image recognition"
 _PREACT = "He et al. 2016, Identity mappings in deep residual networks"
@@ -98,15 +114,21 @@ class ZeroPadShortcut(nn.Module):
 
 class ResidualBlock(nn.Module):
     """A residual block: ``branch`` plus a shortcut that is the identity, or ``downsample`` where
-    the block changes shape; the branch is under :class:`StochasticDepth` (off by default)."""
+    the block changes shape; the branch is under :class:`StochasticDepth` (off by default). Its
+    one activation module ``relu`` (torchvision's name, whatever ``act`` is) serves every position."""
 
     expansion = 1
 
     def __init__(
-        self, stride: int, downsample: nn.Module | None, survival_prob: float, stochastic_depth_mode: DepthMode
+        self,
+        stride: int,
+        downsample: nn.Module | None,
+        survival_prob: float,
+        stochastic_depth_mode: DepthMode,
+        act: Act = "relu",
     ) -> None:
         super().__init__()
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_act(act, inplace=True)
         self.downsample = downsample
         self.stride = stride
         self.stochastic_depth = StochasticDepth(survival_prob, stochastic_depth_mode)
@@ -116,25 +138,25 @@ class ResidualBlock(nn.Module):
 
 
 class PostActBlock(ResidualBlock):
-    """``relu(branch(x) + shortcut(x))``, the original residual unit (He et al. 2015)."""
+    """``act(branch(x) + shortcut(x))``, the original residual unit (He et al. 2015)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         if self.stochastic_depth.drops_batch():
-            return F.relu(identity)  # not in place: identity may be x, which autograd still needs
+            return self.relu(identity.clone())  # a copy: identity may be x, which autograd still needs
         out = self.stochastic_depth(self.branch(x))
         out += identity  # in place, as torchvision: no fresh activation-sized buffer per block
         return self.relu(out)
 
 
 class PreActBlock(ResidualBlock):
-    """``branch(a) + shortcut`` with ``a = relu(bn1(x))`` (He et al. 2016); a projection shortcut
+    """``branch(a) + shortcut`` with ``a = act(bn1(x))`` (He et al. 2016); a projection shortcut
     also takes ``a``, the identity takes ``x`` itself, so nothing follows the addition."""
 
     bn1: nn.BatchNorm2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))  # not in place: x is still needed as the identity
+        out = self.relu(self.bn1(x))  # in place on bn1's output: x itself, the identity, is untouched
         identity = x if self.downsample is None else self.downsample(out)
         if self.stochastic_depth.drops_batch():
             return identity
@@ -156,10 +178,11 @@ class BasicBlock(PostActBlock):
         base_width: int = 64,
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64; use Bottleneck")
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
@@ -185,8 +208,9 @@ class Bottleneck(PostActBlock):
         base_width: int = 64,
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = nn.BatchNorm2d(width)
@@ -213,8 +237,9 @@ class PreActBasicBlock(PreActBlock):
         drop_rate: float = 0.0,
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -240,8 +265,9 @@ class PreActBottleneck(PreActBlock):
         drop_rate: float = 0.0,
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv1x1(inplanes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -356,12 +382,19 @@ class ResNet(_ResidualNetwork):
         zero_init_residual: bool = False,
         stochastic_depth: float | None = None,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
         super().__init__()
+        check_act(act, maxout=False)
         self.conv1, self.maxpool = stem_conv(stem, in_chans, stem_width)
         self.bn1 = nn.BatchNorm2d(stem_width)
-        self.relu = nn.ReLU(inplace=True)
-        block_kwargs = {"groups": groups, "base_width": width_per_group, "stochastic_depth_mode": stochastic_depth_mode}
+        self.relu = make_act(act, stem_width, inplace=True)
+        block_kwargs = {
+            "groups": groups,
+            "base_width": width_per_group,
+            "stochastic_depth_mode": stochastic_depth_mode,
+            "act": act,
+        }
         self.num_features = self._build_stages(
             block, stem_width, widths, layers, _shortcut_factory(shortcut, True), stochastic_depth, block_kwargs
         )
@@ -399,15 +432,17 @@ class PreActResNet(_ResidualNetwork):
         drop_rate: float = 0.0,
         stochastic_depth: float | None = None,
         stochastic_depth_mode: DepthMode = "paper",
+        act: Act = "relu",
     ) -> None:
         super().__init__()
+        check_act(act, maxout=False)
         self.conv1, self.maxpool = stem_conv(stem, in_chans, stem_width)
-        block_kwargs = {"drop_rate": drop_rate, "stochastic_depth_mode": stochastic_depth_mode}
+        block_kwargs = {"drop_rate": drop_rate, "stochastic_depth_mode": stochastic_depth_mode, "act": act}
         self.num_features = self._build_stages(
             block, stem_width, widths, layers, _shortcut_factory(shortcut, False), stochastic_depth, block_kwargs
         )
         self.bn_final = nn.BatchNorm2d(self.num_features)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_act(act, self.num_features, inplace=True)
         self.num_classes = num_classes
         self.fc = linear_or_identity(self.num_features, num_classes)
         # the last stage's map is taken after the final BN-ReLU, as forward_features returns it

@@ -13,6 +13,10 @@ a new 1x1 convolution). Parameter names match ``torchvision.models.squeezenet1_0
 give 16 -> 8 -> 4 -> 2 pixel maps (the canonical stems would leave 1x1 maps), linear class maps
 (``final_relu=False``: with the ReLU a class whose map turns negative gets a constant zero logit and
 no gradient, which kills small-data runs) and no dropout by default (``drop_rate=0.5`` restores it).
+
+``act`` (default ``relu``) replaces the ReLU after the stem and in every fire module
+(:func:`zoo.models.layers.make_act`; ``maxout`` doubles the stem's, squeeze and expand outputs);
+the class maps' optional ReLU stays ``final_relu``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import nn
 
 from zoo.models import register_model
 from zoo.models.base import sequential_feature_info
+from zoo.models.layers import Act, act_width, make_act
 from zoo.models.nin import ClassMapClassifier, class_map_head
 
 _PAPER = "Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters"
@@ -56,17 +61,17 @@ SPECS: dict[str, SqueezeNetSpec] = {
 
 
 class Fire(nn.Module):
-    """Squeeze 1x1 -> ReLU -> [expand 1x1, expand 3x3] -> ReLU -> concatenate."""
+    """Squeeze 1x1 -> act -> [expand 1x1, expand 3x3] -> act -> concatenate."""
 
-    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int) -> None:
+    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int, act: Act = "relu") -> None:
         super().__init__()
         self.out_channels = expand1x1 + expand3x3
-        self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)
-        self.squeeze_activation = nn.ReLU(inplace=True)
-        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
-        self.expand1x1_activation = nn.ReLU(inplace=True)
-        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
-        self.expand3x3_activation = nn.ReLU(inplace=True)
+        self.squeeze = nn.Conv2d(in_channels, act_width(squeeze, act), kernel_size=1)
+        self.squeeze_activation = make_act(act, squeeze, inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, act_width(expand1x1, act), kernel_size=1)
+        self.expand1x1_activation = make_act(act, expand1x1, inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, act_width(expand3x3, act), kernel_size=3, padding=1)
+        self.expand3x3_activation = make_act(act, expand3x3, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
@@ -86,19 +91,21 @@ class SqueezeNet(ClassMapClassifier):
         drop_rate: float | None = None,
         final_relu: bool | None = None,
         small: bool = False,
+        act: Act = "relu",
     ) -> None:
         super().__init__()
         if version not in LAYERS:
             raise ValueError(f"SqueezeNet version must be one of {sorted(LAYERS)}, got {version!r}")
         spec = SPECS[f"{version}_small" if small else version]
         channels, kernel, stride, padding = spec.stem
-        layers: list[nn.Module] = [nn.Conv2d(in_chans, channels, kernel, stride, padding), nn.ReLU(inplace=True)]
+        stem = nn.Conv2d(in_chans, act_width(channels, act), kernel, stride, padding)
+        layers: list[nn.Module] = [stem, make_act(act, channels, inplace=True)]
         for layer in LAYERS[version]:
             if layer == "M":
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
             else:
                 squeeze, expand = layer
-                layers.append(Fire(channels, squeeze, expand, expand))
+                layers.append(Fire(channels, squeeze, expand, expand, act))
                 channels = 2 * expand
         self.num_classes = num_classes
         self.num_features = channels

@@ -10,6 +10,9 @@ ICLR 2015): stacks of 3x3 convolutions in five stages separated by 2x2 max pooli
   dropout by default (``drop_rate=0.5`` restores it). Without batch norm, 13-16 plain layers only
   train reliably under Adam at lr 1e-3 when the layers are this narrow.
 
+``act`` (default ``relu``) is the activation after every convolution and hidden layer
+(:func:`zoo.models.layers.make_act`); ``act="maxout"`` doubles their outputs (and batch norms).
+
 Weights use He (fan-in) initialisation (:func:`zoo.models.alexnet.he_init`), the final layer
 starts at zero; the VGG paper instead initialised its deeper nets from a trained shallower one.
 """
@@ -23,6 +26,7 @@ from torch import nn
 
 from zoo.models import register_model
 from zoo.models.alexnet import ConvMLPClassifier
+from zoo.models.layers import Act, act_width, make_act
 
 _PAPER = "Simonyan & Zisserman 2015, Very deep convolutional networks for large-scale image recognition"
 
@@ -45,16 +49,19 @@ CANONICAL = VGGSpec()
 SMALL = VGGSpec(widths=(8, 16, 32, 64, 64), pooled_stages=4, pool_size=1, hidden=256, drop_rate=0.0)
 
 
-def make_features(depths: tuple[int, ...], spec: VGGSpec, in_chans: int, batch_norm: bool) -> nn.Sequential:
-    """Conv3x3 (+ BN) + ReLU per layer, a 2x2 max pool after each of the first ``pooled_stages`` stages."""
+def make_features(
+    depths: tuple[int, ...], spec: VGGSpec, in_chans: int, batch_norm: bool, act: Act = "relu"
+) -> nn.Sequential:
+    """Conv3x3 (+ BN) + ``act`` per layer, a 2x2 max pool after each of the first ``pooled_stages`` stages."""
     layers: list[nn.Module] = []
     channels = in_chans
     for stage, (depth, width) in enumerate(zip(depths, spec.widths)):
         for _ in range(depth):
-            layers.append(nn.Conv2d(channels, width, kernel_size=3, padding=1))
+            out = act_width(width, act)
+            layers.append(nn.Conv2d(channels, out, kernel_size=3, padding=1))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(width))
-            layers.append(nn.ReLU(inplace=True))
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(make_act(act, width, inplace=True))
             channels = width
         if stage < spec.pooled_stages:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
@@ -62,7 +69,7 @@ def make_features(depths: tuple[int, ...], spec: VGGSpec, in_chans: int, batch_n
 
 
 class VGG(ConvMLPClassifier):
-    """VGG: :func:`make_features` -> adaptive average pool -> Linear-ReLU-Dropout x2 -> Linear."""
+    """VGG: :func:`make_features` -> adaptive average pool -> Linear-act-Dropout x2 -> Linear."""
 
     def __init__(
         self,
@@ -72,13 +79,14 @@ class VGG(ConvMLPClassifier):
         in_chans: int = 3,
         batch_norm: bool = False,
         drop_rate: float | None = None,
+        act: Act = "relu",
     ) -> None:
         if depth not in DEPTHS:
             raise ValueError(f"VGG depth must be one of {sorted(DEPTHS)}, got {depth}")
-        features = make_features(DEPTHS[depth], spec, in_chans, batch_norm)
+        features = make_features(DEPTHS[depth], spec, in_chans, batch_norm, act)
         drop_rate = spec.drop_rate if drop_rate is None else drop_rate
         super().__init__(
-            features, spec.widths[-1], spec.pool_size, spec.hidden, num_classes, drop_rate, dropout_first=False
+            features, spec.widths[-1], spec.pool_size, spec.hidden, num_classes, drop_rate, dropout_first=False, act=act
         )
 
 
