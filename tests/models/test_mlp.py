@@ -46,7 +46,13 @@ def test_activations(name: str, layer: type[nn.Module]) -> None:
         assert block[1].negative_slope == 0.01  # the notes' max(0.01x, x)
 
 
-@pytest.mark.parametrize(("options", "message"), [({"act": "swish"}, "model.act must be one of relu, tanh, sigmoid"),
+def test_maxout_and_prelu_units() -> None:
+    maxout = create_model("mlp", hidden=[8], act="maxout").features[0]
+    assert maxout[0].out_features == 16 and maxout(torch.randn(3, 64)).shape == (3, 8)  # two pieces per unit
+    assert create_model("mlp", hidden=[8], act="prelu").features[0][1].weight.shape == (8,)  # a slope per unit
+
+
+@pytest.mark.parametrize(("options", "message"), [({"act": "swish"}, "unknown model.act='swish'; choose one of relu"),
                                                   ({"hidden": [64, 0]}, "model.hidden must list positive widths"),
                                                   ({"drop_rate": 1.0}, r"model.drop_rate must be in \[0, 1\)")])
 def test_bad_options(options: dict[str, object], message: str) -> None:

@@ -2,7 +2,7 @@
 Rumelhart, Hinton & Williams 1986).
 
 The flattened image (``D = C * H * W`` values) goes through one block per ``hidden`` width ``h``:
-``Linear -> [BatchNorm1d] -> activation -> [Dropout(drop_rate)]`` (batch norm before the nonlinearity,
+``Linear -> [BatchNorm1d] -> activation (any of :func:`zoo.models.layers.make_act`) -> [Dropout(drop_rate)]`` (batch norm before the nonlinearity,
 Ioffe & Szegedy 2015; the linear layer then has no bias, the norm's shift replaces it), then the class
 scores. Parameters: ``sum_i (h_{i-1} + 1) h_i`` without batch norm, ``sum_i (h_{i-1} + 2) h_i`` with it
 (``h_0 = D``), plus ``(h_last + 1) * num_classes``.
@@ -18,19 +18,8 @@ from torch import nn
 from zoo.errors import ConfigError
 from zoo.models import register_model
 from zoo.models.base import Classifier
-from zoo.models.layers import linear_or_identity
+from zoo.models.layers import Act, act_width, linear_or_identity, make_act
 from zoo.models.linear import flatten_image
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                                            "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "elu": nn.ELU}
-
-
-def activation(name: str) -> nn.Module:
-    """The activation layer called ``name`` (leaky ReLU: slope 0.01 below zero, as in the notes)."""
-    if name not in _ACTIVATIONS:
-        raise ConfigError(f"model.act must be one of {', '.join(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]()
-
 
 class MLP(Classifier):
     """``features`` (one ``nn.Sequential`` block per hidden layer) on the flattened image, then ``fc``."""
@@ -38,7 +27,7 @@ class MLP(Classifier):
     classifier_attr = "fc"
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, image_size: int = 8,
-                 hidden: Sequence[int] = (256, 128), act: str = "relu", drop_rate: float = 0.0,
+                 hidden: Sequence[int] = (256, 128), act: Act = "relu", drop_rate: float = 0.0,
                  batch_norm: bool = False) -> None:
         super().__init__()
         if any(int(h) < 1 for h in hidden):
@@ -49,8 +38,9 @@ class MLP(Classifier):
         widths = [in_chans * image_size * image_size, *map(int, hidden)]
         blocks = []
         for n_in, n_out in zip(widths, widths[1:]):
-            layers = [nn.Linear(n_in, n_out, bias=not batch_norm), *([nn.BatchNorm1d(n_out)] if batch_norm else []),
-                      activation(act), *([nn.Dropout(drop_rate)] if drop_rate else [])]
+            width = act_width(n_out, act)  # maxout: the layer gives its pieces
+            layers = [nn.Linear(n_in, width, bias=not batch_norm), *([nn.BatchNorm1d(width)] if batch_norm else []),
+                      make_act(act, n_out), *([nn.Dropout(drop_rate)] if drop_rate else [])]
             blocks.append(nn.Sequential(*layers))
         self.features = nn.Sequential(*blocks)
         self.num_classes = num_classes
@@ -67,7 +57,7 @@ class MLP(Classifier):
 @register_model(family="mlp", input_size=8, feature_maps=False,
                 paper="Rumelhart, Hinton & Williams 1986, Learning representations by back-propagating errors")
 def mlp(num_classes: int = 10, in_chans: int = 1, image_size: int = 8, hidden: Sequence[int] = (256, 128),
-        act: str = "relu", drop_rate: float = 0.0, batch_norm: bool = False) -> MLP:
+        act: Act = "relu", drop_rate: float = 0.0, batch_norm: bool = False) -> MLP:
     """A fully connected network with ``hidden`` widths on the flattened pixels."""
     return MLP(num_classes=num_classes, in_chans=in_chans, image_size=image_size, hidden=hidden, act=act,
                drop_rate=drop_rate, batch_norm=batch_norm)
