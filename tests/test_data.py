@@ -64,7 +64,7 @@ def test_bad_data_config() -> None:
     with pytest.raises(ConfigError, match="test_fraction"):
         build_datamodule({**DIGITS, "test_fraction": 0.95})
     with pytest.raises(ConfigError, match="normalize"):
-        build_datamodule({**DIGITS, "normalize": "zca"})
+        build_datamodule({**DIGITS, "normalize": "whiten"})
 
 
 def test_tensor_loader_order_depends_only_on_seed_and_epoch() -> None:

@@ -113,7 +113,7 @@ def test_statistics_are_cached_per_split_settings(tmp_path: Path, monkeypatch: p
     cache = list((tmp_path / ".zoo_stats").glob("*.json"))
     assert len(cache) == 1 and json.loads(cache[0].read_text())["stats"]["mean"] == first.mean
 
-    def no_recompute(*args: object) -> None:
+    def no_recompute(*args: object, **kwargs: object) -> None:
         raise AssertionError("statistics recomputed despite the cache")
 
     monkeypatch.setattr(sources, "stats_of", no_recompute)

@@ -67,7 +67,7 @@ def test_voc_normalisation_options(tmp_path: Path) -> None:
     mean = torch.tensor(imagenet.mean).view(3, 1, 1)
     torch.testing.assert_close(imagenet.train[0][0], (plain - mean) / torch.tensor(imagenet.std).view(3, 1, 1))
     assert voc(root=str(tmp_path), mean=0.5, std=0.25).mean == [0.5] * 3
-    with pytest.raises(ConfigError, match="data.normalize=image_mean needs images of one size"):
+    with pytest.raises(ConfigError, match="data.normalize=image_mean needs in-memory images of one size"):
         voc(root=str(tmp_path), normalize="image_mean")
     with pytest.raises(ConfigError, match="data.mean/data.std apply to data.normalize=channel"):
         voc(root=str(tmp_path), normalize="symmetric", mean=[0.5])
