@@ -91,12 +91,12 @@ class _StepRecorder:
         self.steps: list[tuple[str, bool, bool, bool]] = []
         original = Trainer._optimizer_step
 
-        def step(trainer: Trainer, task: Any, name: str, optimizer: torch.optim.Optimizer) -> None:
+        def step(trainer: Trainer, task: Any, name: str, optimizer: torch.optim.Optimizer, closure: Any = None) -> None:
             gan = task.model
             other = gan.discriminator if name == "generator" else gan.generator
             other_grads = any(p.grad is not None for p in other.parameters())
             before = {n: [p.detach().clone() for p in getattr(gan, n).parameters()] for n in ("generator", "discriminator")}
-            original(trainer, task, name, optimizer)
+            original(trainer, task, name, optimizer, closure)
             moved = {n: any(not torch.equal(a, p) for a, p in zip(before[n], getattr(gan, n).parameters())) for n in before}
             self.steps.append((name, moved["generator"], moved["discriminator"], other_grads))
 

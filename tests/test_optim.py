@@ -128,7 +128,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: dict, ep
     data = DataModule(TensorLoader(x, y, len(x)), TensorLoader(x, y, len(x)), TensorLoader(x, y, len(x)), 3, 1, 1,
                       ["a", "b", "c"], [0.0], [1.0])
     trainer = Trainer(TrainerConfig(max_epochs=epochs, device="cpu", **trainer), "unused", callbacks=list(callbacks))
-    result = trainer.fit(ClassificationTask(model, 3), data, optimizer, {"name": "none"})
+    result = trainer.fit(ClassificationTask(model, 3, label_smoothing=0.0), data, optimizer, {"name": "none"})
     return {**result, "optimizer": trainer.state.optimizers["model"]}
 
 
@@ -140,7 +140,7 @@ def _lbfgs_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = nn.functional.cross_entropy(model(x), y, reduction="none").mean()
         loss.backward()
         if clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -156,12 +156,12 @@ def test_lbfgs_in_the_trainer_is_torchs_lbfgs_with_the_same_closure(clip: float 
     x, y = _convex_problem()
     model, by_hand = nn.Linear(20, 3), nn.Linear(20, 3)
     by_hand.load_state_dict(model.state_dict())
-    start = float(nn.functional.cross_entropy(model(x), y).detach())
+    start = float(nn.functional.cross_entropy(model(x), y, reduction="none").mean().detach())
     result = _fit(model, x, y, LBFGS, epochs=3, gradient_clip_val=clip)
     _lbfgs_by_hand(by_hand, x, y, steps=3, clip=clip)
     for a, b in zip(model.parameters(), by_hand.parameters()):
         assert torch.equal(a, b)  # bit for bit
-    end = float(nn.functional.cross_entropy(model(x), y).detach())
+    end = float(nn.functional.cross_entropy(model(x), y, reduction="none").mean().detach())
     assert result["global_step"] == 3 and end < 0.5 * start
     assert result["history"][0]["train/loss"] == pytest.approx(start)  # an epoch reports the loss before its step
     if clip is None:
