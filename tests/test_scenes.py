@@ -105,7 +105,7 @@ def test_rgb_and_noise_options():
     (dict(min_digits=0), "min_digits"),
     (dict(min_scale=30, max_scale=20), "min_scale"),
     (dict(num_classes=10), "num_classes=11"),
-    (dict(normalize="image_mean"), "^data.normalize=image_mean needs images of one size; for digit scenes use channel"),
+    (dict(normalize="image_mean"), "^data.normalize=image_mean is for classification images; for digit scenes use channel"),
     (dict(mean=[0.1, 0.2]), r"^data.mean=\[0.1, 0.2\] needs one number"),
     (dict(train_scenes=0), "train_scenes"),
 ])
