@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.data.augment import BatchOp, Compose, has_geometry
 from zoo.data.loaders import (ImageLoader, LoaderOptions, TransformedDataset, collate_skipping, image_loaders,
                               one_line_errors, resolve_workers, tensor_loaders)
-from zoo.data.stats import (WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps, files_fingerprint,
+from zoo.data.stats import (WHITEN_EPS, WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps, files_fingerprint,
                              resolve_stats, stats_of)
 from zoo.data.types import DataModule, ImageSource
 from zoo.data.vision import data_files, tensors_of
@@ -176,7 +176,7 @@ def build_source_datamodule(
     in_chans = int(cfg.pop("in_chans", None) or source.in_chans)
     given = cfg.pop("mean", None), cfg.pop("std", None)
     eps = cfg.pop("whiten_eps", None)
-    whiten_eps = 0.1 if eps is None else check_whiten_eps(eps)
+    whiten_eps = WHITEN_EPS if eps is None else check_whiten_eps(eps)
     if mode in WHITEN_MODES and not opts.in_memory:
         raise ConfigError(f"data.normalize={mode} needs data.in_memory=true (the whitening is one matrix product per "
                           "batch of whole images); set it, or use normalize=channel")

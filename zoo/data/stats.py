@@ -37,6 +37,8 @@ MODES = ("channel", "image_mean", "symmetric", "none", "pca_whiten", "zca")
 #: modes whose statistics are a whitening matrix: in-memory data of at most ``MAX_WHITEN_DIM`` values per image
 WHITEN_MODES = ("pca_whiten", "zca")
 MAX_WHITEN_DIM = 4096
+#: ``data.whiten_eps`` when not set (pixels in [0, 1])
+WHITEN_EPS = 0.1
 Stats = dict[str, Any]
 #: ImageNet's statistics (what torchvision's pretrained backbones were trained with), and their grey version
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -112,7 +114,7 @@ def photo_stats(mode: str | None, in_chans: int, mean: Any = None, std: Any = No
 class StatsAccumulator:
     """Streams batches of ``(N, C, H, W)`` images in [0, 1] and returns the statistics of ``mode``."""
 
-    def __init__(self, mode: str, whiten_eps: float = 0.1) -> None:
+    def __init__(self, mode: str, whiten_eps: float = WHITEN_EPS) -> None:
         self.mode = check_mode(mode)
         self.whiten_eps = check_whiten_eps(whiten_eps)
         self.count = 0
@@ -203,7 +205,7 @@ def with_progress(batches: Iterable[torch.Tensor], total: int | None, desc: str,
         yield batch
 
 
-def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None, whiten_eps: float = 0.1) -> Stats:
+def stats_of(batches: Iterable[torch.Tensor], mode: str, total: int | None = None, whiten_eps: float = WHITEN_EPS) -> Stats:
     """Statistics of ``mode`` over an iterable of image batches in [0, 1]; with the ``total`` number of
     images, the pass shows its progress (:func:`with_progress`)."""
     acc = StatsAccumulator(mode, whiten_eps)
