@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.data.augment import BatchOp, Compose, has_geometry
 from zoo.data.loaders import (ImageLoader, LoaderOptions, TransformedDataset, collate_skipping, image_loaders,
                               one_line_errors, resolve_workers, tensor_loaders)
-from zoo.data.stats import (WHITEN_EPS, WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps, files_fingerprint,
-                             resolve_stats, stats_of)
+from zoo.data.stats import (WHITEN_EPS, WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps,
+                             files_fingerprint, resolve_stats, stats_of)
 from zoo.data.types import DataModule, ImageSource
 from zoo.data.vision import data_files, tensors_of
 from zoo.errors import ConfigError
