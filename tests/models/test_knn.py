@@ -132,3 +132,15 @@ def test_features_of_a_zoo_checkpoint(knn_run: tuple[Path, dict], tmp_path: Path
         train(make_cfg(tmp_path / "bad", "experiment=knn_digits", "logger=none", f"model.features={ckpt}", "model.input_size=16"))
     with pytest.raises(CheckpointError, match="model.features: checkpoint not found"):
         train(make_cfg(tmp_path / "missing", "experiment=knn_digits", "logger=none", "model.features=/no/such.pt"))
+
+
+def test_a_regularizer_is_refused_for_knn() -> None:
+    from zoo.engine.regularizers import Regularizer
+    from zoo.errors import ConfigError
+    from zoo.models import create_model
+    from zoo.tasks import build_task
+
+    model = create_model("knn", num_classes=10)
+    build_task({"name": "knn"}, model, "knn", regularizer=Regularizer(), num_classes=10)  # none: fine
+    with pytest.raises(ConfigError, match=r"^task=knn has no weights to optimise, so a regularizer would do nothing"):
+        build_task({"name": "knn"}, model, "knn", regularizer=Regularizer(l1=1e-4), num_classes=10)

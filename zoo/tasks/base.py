@@ -169,6 +169,9 @@ def build_task(cfg: dict[str, Any], model: nn.Module, model_task: str, lr_mult: 
     if cfg["name"] != model_task:
         raise ConfigError(f"task={cfg['name']} cannot train a {model_task} model; use task={model_task} or another model")
     task = TASKS.build_from(cfg, model=model, **extra)
+    if not task.optimizer_names and regularizer is not None and regularizer != Regularizer(layers=regularizer.layers):
+        raise ConfigError(f"task={cfg['name']} has no weights to optimise, so a regularizer would do nothing; "
+                          "drop it (regularizer=none)")
     task.param_lr_mult = lr_mult
     task.regularizer = regularizer or Regularizer()
     return task
