@@ -1,7 +1,8 @@
-"""``python -m zoo gradcheck`` and ``python -m zoo summary`` (zoo.tools)."""
+"""``python -m zoo gradcheck`` and ``python -m zoo summary`` (zoo.tools), and the model graph in TensorBoard."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import REPO
+from tests.helpers import REPO, make_cfg
 from zoo.__main__ import main as zoo_main
 from zoo.errors import ConfigError
 from zoo.models import create_model, list_models
@@ -221,3 +222,45 @@ def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.startswith("dcgan_small: input 1x64,"), err
     assert "[1, 1, 32, 32]" in out  # the generator's images
 
+
+# --- the model graph in TensorBoard --------------------------------------------------------------
+
+def _graph_nodes(run_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    if not acc.Tags()["graph"]:
+        return []
+    return [node.name for node in acc.Graph().node]
+
+
+def test_a_run_logs_its_model_graph(tmp_path: Path) -> None:
+    from zoo.pipeline import train
+
+    train(make_cfg(tmp_path, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=tensorboard"))
+    nodes = _graph_nodes(tmp_path)
+    assert any("c1" in n for n in nodes) and any("fc" in n for n in nodes), nodes[:20]
+
+
+def test_graph_opt_out_and_untraceable_models(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from zoo.engine.loggers import build_loggers
+
+    (off,) = build_loggers(make_cfg(tmp_path, "logger.tensorboard.log_graph=false").logger, tmp_path / "off")
+    off.log_graph(create_model("lenet5"), torch.zeros(1, 1, 32, 32))
+    off.close()
+    assert _graph_nodes(tmp_path / "off") == []
+
+    (on,) = build_loggers(make_cfg(tmp_path).logger, tmp_path / "on")
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).train()
+    two_inputs = nn.Bilinear(2, 2, 1)  # the tracer fails
+    rng, stats = torch.get_rng_state(), model[1].running_mean.clone()
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        on.log_graph(two_inputs, torch.zeros(1, 2))
+        on.log_graph(model, torch.zeros(1, 1, 8, 8))
+    on.close()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("tensorboard: no model graph, Bilinear cannot be traced on a (1, 2) input")
+    assert warning.endswith("logger.tensorboard.log_graph=false skips it")
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(model[1].running_mean, stats) and model.training
+    assert _graph_nodes(tmp_path / "on")
