@@ -2,7 +2,9 @@
 family, input size, parameter count (counted on the meta device, so nothing is allocated) and the
 torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>``; ``-``: none).
 
-``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint."""
+``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint.
+
+``python -m zoo gradcheck MODEL`` and ``python -m zoo summary MODEL``: :mod:`zoo.tools`."""
 
 from __future__ import annotations
 
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0, help="seed of --decode sample")
     c.add_argument("--device", default="cpu")
     c.set_defaults(fn=cmd_caption)
+    from zoo.tools.cli import add_parsers
+
+    add_parsers(sub)  # gradcheck, summary
     args = parser.parse_args(argv)
     try:
         code = int(args.fn(args))

@@ -184,6 +184,16 @@ def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any
     return Run(data, model, task, policy)
 
 
+def _log_model_graph(logger: LoggerCollection, model: torch.nn.Module, data: DataModule) -> None:
+    """The model's graph (TensorBoard), traced on one zero input of the data's channels and size."""
+    if not logger:
+        return
+    from zoo.tools.target import input_shape_of
+
+    device = next(model.parameters(), torch.empty(0)).device
+    logger.log_graph(model, torch.zeros(input_shape_of(model, 1, data.in_chans, data.image_size), device=device))
+
+
 def _log_augmented_images(logger: LoggerCollection, loader: Any, count: int = 64) -> None:
     """A grid of the first augmented training batch, each image min-max scaled for display."""
     if not logger:
@@ -228,6 +238,7 @@ def train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                            {f"val/{task.monitor}": float("nan"), f"test/{task.monitor}": float("nan")})
     logger.log_tags(tags)
     _log_augmented_images(logger, data.train)
+    _log_model_graph(logger, model, data)
     run_info = {
         "model_name": model_name,
         "task": model_info(model_name)["task"],

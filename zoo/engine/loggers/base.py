@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.registry import Registry
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
 #: every logger by name (``logger=<name>`` on the command line); built by :func:`zoo.engine.loggers.build_loggers`
 LOGGERS: Registry[Logger] = Registry("logger")
@@ -54,6 +54,10 @@ class Logger:
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         """Markdown text."""
+
+    def log_graph(self, model: nn.Module, example_input: Tensor) -> None:
+        """The model's graph, traced on ``example_input``; once, at the start of a run. A model that
+        cannot be traced is a warning, never an error."""
 
     def flush(self) -> None:
         """Write what is buffered."""
@@ -113,6 +117,9 @@ class LoggerCollection(Logger):
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         self._each("log_text", tag, text, step)
+
+    def log_graph(self, model: nn.Module, example_input: Tensor) -> None:
+        self._each("log_graph", model, example_input)
 
     def flush(self) -> None:
         self._each("flush")

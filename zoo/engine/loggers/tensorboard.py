@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.engine.loggers.base import LOGGERS, Logger, Scalar, config_yaml, flatten_config
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
+
+log = logging.getLogger("zoo")
 
 
 @LOGGERS.register("tensorboard")
 class TensorBoardLogger(Logger):
     """Scalars, images, figures and text; the config and tags as text (step 0); hyperparameters in the
-    HPARAMS tab, written into the run's own event directory (not a sub-run as ``add_hparams`` makes)."""
+    HPARAMS tab, written into the run's own event directory (not a sub-run as ``add_hparams`` makes);
+    the model's graph (the GRAPHS tab) unless ``log_graph=False``."""
 
-    def __init__(self, run_dir: str | Path, flush_secs: int = 30) -> None:
+    def __init__(self, run_dir: str | Path, flush_secs: int = 30, log_graph: bool = True) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=int(flush_secs))
+        self.graph = bool(log_graph)
 
     def log_config(self, config: dict[str, Any]) -> None:
         # indented 4 spaces: a Markdown code block, so TensorBoard keeps the YAML's layout
@@ -47,6 +52,30 @@ class TensorBoardLogger(Logger):
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, step)
+
+    def log_graph(self, model: nn.Module, example_input: Tensor) -> None:
+        """``add_graph`` (a ``torch.jit.trace`` in eval mode) with the random state, the model's mode and
+        its buffers as they were; a model the tracer cannot follow (several inputs, dict outputs) is a
+        warning line."""
+        if not self.graph:
+            return
+        import contextlib
+        import io
+        import warnings
+
+        import torch
+
+        devices = [example_input.device.index or 0] if example_input.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), warnings.catch_warnings(), \
+                    contextlib.redirect_stdout(io.StringIO()):  # add_graph prints the tracer's error
+                warnings.simplefilter("ignore")  # TracerWarnings
+                self.writer.add_graph(model, example_input)
+        except Exception as e:  # noqa: BLE001 - a graph is never worth a failed run
+            message = next((line for line in str(e).splitlines() if line.strip()), "")
+            log.warning("tensorboard: no model graph, %s cannot be traced on a %s input (%s: %s); "
+                        "logger.tensorboard.log_graph=false skips it", type(model).__name__, tuple(example_input.shape),
+                        type(e).__name__, message[:200])
 
     def flush(self) -> None:
         self.writer.flush()
