@@ -62,8 +62,9 @@ sys.path[0] = sys.argv[0].rpartition("/")[0]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
-IMPORTS = ("import zoo.cli, zoo.sweep, zoo.pipeline, zoo.tasks, zoo.engine.loggers; from zoo.models import list_models; "
-           "list_models(); import sys; print('STARTUP-PROBE torchvision', 'torchvision' in sys.modules)")
+IMPORTS = ("import zoo.cli, zoo.sweep, zoo.pipeline, zoo.tasks, zoo.engine.loggers; "
+           "from zoo.models import list_models; list_models(); "
+           "import sys; print('STARTUP-PROBE torchvision', 'torchvision' in sys.modules)")
 
 
 class Result:
@@ -103,7 +104,8 @@ def run(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float, float, str
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed in {tree} ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed in {tree} ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     return launched, wall, cpu, proc.stdout + proc.stderr
 
 
@@ -139,7 +141,8 @@ def measure_once(tree: Path, result: Result, work: Path, index: int) -> None:
 
 
 def table(trees: list[Path], results: list[Result]) -> str:
-    order = ["`import torch`", "`import torch, torch._dynamo`", "`import zoo` (run modules)", "... torchvision imported", "`python -m zoo list`",
+    order = ["`import torch`", "`import torch, torch._dynamo`", "`import zoo` (run modules)",
+             "... torchvision imported", "`python -m zoo list`",
              "`train.py trainer.max_epochs=1`", "first training step (log line)", "first training step (probe)",
              "torchvision imported by the run"]
     seen = dict.fromkeys(r for res in results for r in [*res.times, *res.flags])
