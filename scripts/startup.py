@@ -23,6 +23,9 @@ times swing with the other load, the CPU times much less.
   without the line; the probe runs ``train.py`` through ``runpy`` after importing torch itself, which
   the run would import anyway).
 - torchvision imported: whether ``torchvision`` was in ``sys.modules`` when the process ended.
+- ``evaluate.py``: ``python evaluate.py ckpt_path=<that run>/checkpoints/best.pt``, and whether it
+  imported ``torch._dynamo`` (a training run cannot avoid it: torch imports it when the first optimizer
+  is built; an evaluation builds none).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: the run's log line (zoo.engine.callbacks.progress)
 FIRST_STEP = re.compile(r"first training step ([\d.]+) s after process start")
 
-#: runs ``train.py`` (argv[1]) with the remaining arguments; reports the first optimizer step and the
+#: runs a script (argv[1]: train.py, evaluate.py) with the remaining arguments; reports the first optimizer step and the
 #: imported modules on stderr
 PROBE = r"""
 import atexit, runpy, sys, time
@@ -56,14 +59,16 @@ def _first_step(optimizer, args, kwargs):
     print(f"STARTUP-PROBE first-step-cpu {time.process_time():.6f}", file=sys.stderr, flush=True)
 
 handle = register_optimizer_step_post_hook(_first_step)
-atexit.register(lambda: print(f"STARTUP-PROBE torchvision {'torchvision' in sys.modules}", file=sys.stderr, flush=True))
+atexit.register(lambda: print(f"STARTUP-PROBE torchvision {'torchvision' in sys.modules}\n"
+                              f"STARTUP-PROBE dynamo {'torch._dynamo' in sys.modules}", file=sys.stderr, flush=True))
 sys.argv = sys.argv[1:]
 sys.path[0] = sys.argv[0].rpartition("/")[0]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
-IMPORTS = ("import zoo.cli, zoo.sweep, zoo.pipeline, zoo.tasks, zoo.engine.loggers; from zoo.models import list_models; "
-           "list_models(); import sys; print('STARTUP-PROBE torchvision', 'torchvision' in sys.modules)")
+IMPORTS = ("import zoo.cli, zoo.sweep, zoo.pipeline, zoo.tasks, zoo.engine.loggers; "
+           "from zoo.models import list_models; list_models(); "
+           "import sys; print('STARTUP-PROBE torchvision', 'torchvision' in sys.modules)")
 
 
 class Result:
@@ -103,7 +108,8 @@ def run(cmd: list[str], tree: Path, cwd: Path) -> tuple[float, float, float, str
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed in {tree} ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed in {tree} ({proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     return launched, wall, cpu, proc.stdout + proc.stderr
 
 
@@ -137,11 +143,18 @@ def measure_once(tree: Path, result: Result, work: Path, index: int) -> None:
                float(stepped_cpu) if stepped_cpu else None)
     result.flag("torchvision imported by the run", "yes" if _probe(out, "torchvision") == "True" else "no")
 
+    ckpt = out_dir / "checkpoints" / "best.pt"
+    cmd = [py, "-c", PROBE, str(tree / "evaluate.py"), f"ckpt_path={ckpt}", f"hydra.run.dir={out_dir}-eval"]
+    _, wall, cpu, out = run(cmd, tree, work)
+    result.add("`evaluate.py` of that run", wall, cpu)
+    result.flag("... torch._dynamo imported", "yes" if _probe(out, "dynamo") == "True" else "no")
+
 
 def table(trees: list[Path], results: list[Result]) -> str:
-    order = ["`import torch`", "`import torch, torch._dynamo`", "`import zoo` (run modules)", "... torchvision imported", "`python -m zoo list`",
+    order = ["`import torch`", "`import torch, torch._dynamo`", "`import zoo` (run modules)",
+             "... torchvision imported", "`python -m zoo list`",
              "`train.py trainer.max_epochs=1`", "first training step (log line)", "first training step (probe)",
-             "torchvision imported by the run"]
+             "torchvision imported by the run", "`evaluate.py` of that run", "... torch._dynamo imported"]
     seen = dict.fromkeys(r for res in results for r in [*res.times, *res.flags])
     rows = order + [r for r in seen if r not in order]
     lines = ["| | " + " | ".join(str(t) for t in trees) + " |", "|---|" + "---:|" * len(trees)]

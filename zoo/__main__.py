@@ -28,7 +28,8 @@ class _MetaFills(TorchFunctionMode):
     through Python reference code, ~0.3 ms a call and ``torch._dynamo`` imported on the first, which
     made the initialisation of the registry's models most of ``zoo list``'s time."""
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         if func is torch.Tensor.normal_ and args[0].is_meta:
             return args[0]
         return func(*args, **(kwargs or {}))
