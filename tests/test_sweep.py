@@ -44,7 +44,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     summary = sweep_dir / "summary.md"
     assert final_line(proc) == f"sweep: 1 of 2 jobs failed (job 0: optimizer.lr=-1: {error}); summary in {summary}"
 
-    failed, ok = read_summary(sweep_dir)
+    ok, failed = read_summary(sweep_dir)  # best first, failed jobs last
     assert [failed[c] for c in ("job", "overrides", "status", "error")] == ["0", "optimizer.lr=-1", "failed", error]
     assert failed["best"] == failed["test"] == ""
     assert [ok[c] for c in ("job", "overrides", "status", "monitor")] == ["1", "optimizer.lr=0.01", "ok", "val/acc"]
@@ -64,7 +64,7 @@ def test_a_nonfinite_loss_fails_its_job_and_the_next_one_runs(tmp_path: Path) ->
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "training loss became NaN/inf" in (sweep_dir / "0" / "error.txt").read_text()
     assert (sweep_dir / "1" / "metrics.json").is_file()
-    failed, ok = read_summary(sweep_dir)
+    ok, failed = read_summary(sweep_dir)  # best first, failed jobs last
     assert (failed["job"], failed["status"], ok["job"], ok["status"]) == ("0", "failed", "1", "ok")
     nan = f"sweep: 1 of 2 jobs failed (job 0: {failed['overrides']}: training loss became NaN/inf"
     assert final_line(proc).startswith(nan)
@@ -79,7 +79,7 @@ def test_a_bug_in_a_job_keeps_its_traceback_and_exits_1(tmp_path: Path) -> None:
     assert trace.startswith("Traceback") and "on_fit_start" in trace
     assert (sweep_dir / "0" / "error.txt").read_text() == "error: RuntimeError: a bug in a callback\n"
     rows = read_summary(sweep_dir)
-    assert [(r["status"], r["error"]) for r in rows] == [("failed", "RuntimeError: a bug in a callback"), ("ok", "")]
+    assert [(r["status"], r["error"]) for r in rows] == [("ok", ""), ("failed", "RuntimeError: a bug in a callback")]
 
 
 def test_a_signal_stops_the_sweep_and_lists_the_jobs_not_run(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@
   (``<job>/error.txt``, plus ``traceback.txt`` for a bug) and the sweep goes on with the next job.
   After a job stopped by SIGINT/SIGTERM the remaining jobs are not run.
 * :class:`SweepSummary` is a Hydra callback (``configs/hydra/default.yaml``). At the end of a
-  multirun it writes ``summary.csv`` and ``summary.md`` into the sweep directory and prints a final
-  ``sweep:`` line.
+  multirun it writes ``summary.csv`` and ``summary.md`` into the sweep directory (best job first;
+  for jobs that differ only in ``data.fold``, the mean and standard deviation over the folds, also in
+  ``cross_validation.csv``) and prints a final ``sweep:`` line.
 * :func:`exit_status` is the exit status once the sweep is over: 128+N after signal N, 1 if a job
   hit a bug, 2 if jobs failed on user errors only, 0 otherwise (and outside a multirun).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import sys
 import time
@@ -67,6 +69,11 @@ def in_sweep() -> bool:
         return False
     hydra = HydraConfig.get()
     return hydra.mode == RunMode.MULTIRUN and hydra.launcher.get("_target_") == BASIC_LAUNCHER
+
+
+def interrupted() -> bool:
+    """Whether a job of this sweep was stopped by a signal (the remaining jobs are not run)."""
+    return _sweep.interrupted
 
 
 def exit_status() -> int:
@@ -129,7 +136,18 @@ def _metrics(path: Path) -> dict[str, Any]:
     if monitor is None:
         return {}
     test = (data.get("test") or {}).get(monitor.split("/", 1)[-1])
-    return {"monitor": monitor, "best": best, "test": test}
+    return {"monitor": monitor, "best": best, "test": test, "mode": data.get("monitor_mode")}
+
+
+def best_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs with the best monitored value first, when they all monitor one metric in one mode
+    (jobs without a value last); otherwise in job order."""
+    scored = [r for r in rows if isinstance(r.get("best"), (int, float))]
+    kinds = {(r.get("monitor"), r.get("mode")) for r in scored}
+    if len(kinds) != 1 or next(iter(kinds))[1] not in ("min", "max"):
+        return rows
+    sign = -1.0 if next(iter(kinds))[1] == "max" else 1.0
+    return sorted(scored, key=lambda r: sign * float(r["best"])) + [r for r in rows if r not in scored]
 
 
 def _cell(value: Any) -> str:
@@ -145,7 +163,44 @@ def _common(overrides: list[list[str]]) -> list[str]:
     return [o for o in overrides[0] if all(o in job for job in overrides[1:])]
 
 
-def _final_line(rows: list[dict[str, str]], summary: Path) -> str:
+FOLD = "data.fold="
+CV_COLUMNS = ["overrides", "folds", "monitor", "best_mean", "best_std", "test_mean", "test_std"]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def cross_validation(rows: list[dict[str, Any]], common: list[str]) -> list[dict[str, Any]]:
+    """One row per group of jobs that differ only in ``data.fold``: the folds that finished and the
+    mean and sample standard deviation of their best and test values (k-fold cross-validation,
+    :mod:`zoo.data.folds`)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if any(o.startswith(FOLD) for o in row["overrides"]):
+            rest = " ".join(o for o in row["overrides"] if not o.startswith(FOLD) and o not in common)
+            groups.setdefault(rest, []).append(row)
+    out = []
+    for rest, jobs in groups.items():
+        done = [j for j in jobs if j["status"] == OK and isinstance(j.get("best"), (int, float))]
+        if len(jobs) < 2 or not done:
+            continue
+        best_mean, best_std = _mean_std([float(j["best"]) for j in done])
+        test_mean, test_std = _mean_std([float(j["test"]) for j in done if isinstance(j.get("test"), (int, float))])
+        out.append({"overrides": rest or "-", "folds": f"{len(done)} of {len(jobs)}", "monitor": done[0].get("monitor"),
+                    "best_mean": best_mean, "best_std": best_std, "test_mean": test_mean, "test_std": test_std})
+    return out
+
+
+def _pm(mean: Any, std: Any) -> str:
+    return "" if mean is None else f"{mean:.4g} ± {std:.2g}"
+
+
+def _final_line(rows: list[dict[str, str]], summary: Path, cv: list[dict[str, Any]] | None = None) -> str:
     n = len(rows)
     failed = [r for r in rows if r["status"] == FAILED]
     parts = []
@@ -159,15 +214,23 @@ def _final_line(rows: list[dict[str, str]], summary: Path) -> str:
         parts.append(f"interrupted in job {stopped['job']} ({stopped['overrides']}), {not_run} of {n} jobs not run")
     if not parts:
         parts.append(f"{n} of {n} jobs ok")
+    if cv and len(cv) == 1:
+        test = f" (test {_pm(cv[0]['test_mean'], cv[0]['test_std'])})" if cv[0]["test_mean"] is not None else ""
+        parts.append(f"{cv[0]['monitor']} {_pm(cv[0]['best_mean'], cv[0]['best_std'])} over {cv[0]['folds']} folds{test}")
     return f"sweep: {', '.join(parts)}; summary in {summary}"
 
 
-def _markdown(rows: list[dict[str, str]], common: list[str], sweep_dir: Path) -> str:
+def _markdown(rows: list[dict[str, str]], common: list[str], sweep_dir: Path, cv: list[dict[str, Any]]) -> str:
     lines = [f"# sweep {sweep_dir}", ""]
     if common:
         lines += [f"every job: `{' '.join(common)}`", ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     lines += ["| " + " | ".join(r[c].replace("|", "\\|").replace("\n", " ") for c in COLUMNS) + " |" for r in rows]
+    if cv:
+        lines += ["", "## cross-validation (mean ± sample standard deviation over the folds)", "",
+                  "| overrides | folds | monitor | best | test |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {g['overrides']} | {g['folds']} | {g['monitor']} | {_pm(g['best_mean'], g['best_std'])} | "
+                  f"{_pm(g['test_mean'], g['test_std'])} |" for g in cv]
     return "\n".join(lines) + "\n"
 
 
@@ -201,9 +264,10 @@ class SweepSummary(Callback):
         if not self.rows:
             return
         sweep_dir = Path(config.hydra.sweep.dir)
-        common = _common([r["overrides"] for r in self.rows])
-        rows = [{c: _cell(r.get(c)) for c in COLUMNS} for r in self.rows]
-        for row, job in zip(rows, self.rows):  # what sets each job apart
+        jobs = best_first(self.rows)
+        common = _common([r["overrides"] for r in jobs])
+        rows = [{c: _cell(r.get(c)) for c in COLUMNS} for r in jobs]
+        for row, job in zip(rows, jobs):  # what sets each job apart
             row["overrides"] = " ".join(o for o in job["overrides"] if o not in common)
 
         def write_csv(f: Any) -> None:
@@ -214,5 +278,13 @@ class SweepSummary(Callback):
         from zoo.engine.utils import write_atomic
 
         write_atomic(sweep_dir / "summary.csv", write_csv)
-        _write(sweep_dir / "summary.md", _markdown(rows, common, sweep_dir))
-        print(_final_line(rows, sweep_dir / "summary.md"), file=sys.stderr, flush=True)
+        cv = cross_validation(jobs, common)
+        if cv:
+            def write_cv(f: Any) -> None:
+                writer = csv.DictWriter(f, CV_COLUMNS)
+                writer.writeheader()
+                writer.writerows([{c: _cell(g[c]) for c in CV_COLUMNS} for g in cv])
+
+            write_atomic(sweep_dir / "cross_validation.csv", write_cv)
+        _write(sweep_dir / "summary.md", _markdown(rows, common, sweep_dir, cv))
+        print(_final_line(rows, sweep_dir / "summary.md", cv), file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from zoo.data.folds import kfold_source
 from zoo.data.loaders import LoaderOptions, collate_samples, image_loaders, resolve_workers
 from zoo.data.sources import IMAGE_KEYS, build_source_datamodule
 from zoo.data.types import DATASETS, DataModule, ImageSource, SampleSplits
@@ -27,11 +28,13 @@ def build_datamodule(
 ) -> DataModule:
     """Build ``cfg["name"]`` from :data:`DATASETS`: loader keys are taken out, the image-pipeline keys
     the builder does not take itself (:data:`~zoo.data.sources.IMAGE_KEYS`) go to the pipeline, the
-    rest to the builder."""
+    cross-validation keys (``folds``, ``fold``: :mod:`zoo.data.folds`) re-split what the builder
+    returns, the rest go to the builder."""
     from zoo.data.augment import parse_augmentation
 
     cfg = dict(cfg)
     name = cfg.pop("name")
+    folds, fold = cfg.pop("folds", None), cfg.pop("fold", 0)
     opts = LoaderOptions.pop_from(cfg)
     entry = DATASETS.get(name)
     if "root" in cfg and cfg["root"] is None:
@@ -43,7 +46,12 @@ def build_datamodule(
     ops = parse_augmentation(augmentation)  # a bad augmentation fails before any data is read
     built = DATASETS.build_from({**cfg, "name": name}, group="dataset", key="data")
     if isinstance(built, ImageSource):
+        if folds is not None:  # the fold enters the key of the training split's cached statistics
+            built = kfold_source(built, folds, fold, int(cfg.get("split_seed", 0)))
+            cfg = {**cfg, "folds": folds, "fold": fold}
         return build_source_datamodule(built, pipeline, ops, opts, device, seed, cfg)
+    if folds is not None:
+        raise ConfigError(f"data.folds: cross-validation splits classification datasets; data={name} is not one")
     if isinstance(built, SampleSplits):
         unused = sorted(key for key, value in pipeline.items() if value is not None)
         if unused:

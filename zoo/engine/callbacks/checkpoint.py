@@ -151,4 +151,5 @@ class ModelCheckpoint(Monitored):
         if not self.top:
             return {}
         value, epoch, _ = self.top[0]
-        return {"best_epoch": epoch, f"best/{self.monitor}": value, "best_checkpoint": str(self.best_model_path)}
+        return {"best_epoch": epoch, f"best/{self.monitor}": value, "monitor_mode": self.mode,
+                "best_checkpoint": str(self.best_model_path)}
