@@ -178,10 +178,10 @@ def run_search(options: Mapping[str, Any], arguments: Sequence[str], config: Dic
     """The sweep of :class:`hydra_plugins.zoo_optuna_sweeper.OptunaSweeper`; a :class:`ConfigError`
     is one ``error:`` line and exit status 2, like a run's."""
     try:
-        try:
-            import optuna  # noqa: F401
-        except ImportError:
-            raise ConfigError("hyperparameter search needs Optuna: pip install -e '.[search]'") from None
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError("hyperparameter search needs Optuna: pip install -e '.[search]'")
         return _run(SearchOptions.from_dict(options), arguments, config, launcher, validate)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

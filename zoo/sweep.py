@@ -10,8 +10,9 @@
 * :func:`exit_status` is the exit status once the sweep is over: 128+N after signal N, 1 if a job
   hit a bug, 2 if jobs failed on user errors only, 0 otherwise (and outside a multirun).
 
-Jobs are followed in this process, as Hydra's default launcher runs them (one after the other); with
-another launcher a failing job stops the sweep as before.
+The jobs may run in this process (Hydra's basic launcher, one after the other), in parallel worker
+processes (``hydra/launcher=joblib``) or on a cluster (``hydra/launcher=submitit_slurm``): each
+leaves its row in ``<job>/job.json`` and the summary is assembled from those files.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from zoo.errors import TrainingInterrupted, ZooError
 OK, FAILED, INTERRUPTED, NOT_RUN = "ok", "failed", "interrupted", "not run"
 COLUMNS = ["job", "overrides", "status", "monitor", "best", "test", "wall_s", "error"]
 EXIT_BUG = 1
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+#: what each job leaves in its directory for the summary (jobs may run in other processes or machines)
+JOB_FILE = "job.json"
 
 
 @dataclass
 class _Outcome:
     status: str = OK
     error: str = ""
+    code: int = 0
 
 
 @dataclass
@@ -61,14 +64,11 @@ _sweep = _Sweep()
 
 
 def in_sweep() -> bool:
-    """Whether this is a job of a multirun (``-m``) that Hydra's basic launcher runs in this process."""
+    """Whether this is a job of a multirun (``-m``), whichever launcher runs it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return False
-    hydra = HydraConfig.get()
-    return hydra.mode == RunMode.MULTIRUN and hydra.launcher.get("_target_") == BASIC_LAUNCHER
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def interrupted() -> bool:
@@ -95,7 +95,7 @@ def _failed(job_dir: Path, status: str, message: str, code: int) -> None:
     if code != EXIT_BUG:  # a bug's traceback is already on stderr
         print(line, file=sys.stderr, flush=True)
     _write(job_dir / "error.txt", line + "\n")
-    _sweep.outcome = _Outcome(status, message)
+    _sweep.outcome = _Outcome(status, message, code)
     _sweep.codes.append(code)
 
 
@@ -236,35 +236,50 @@ def _markdown(rows: list[dict[str, str]], common: list[str], sweep_dir: Path, cv
 
 class SweepSummary(Callback):
     """Hydra callback: a row per multirun job; at the end ``summary.csv``, ``summary.md`` (job,
-    overrides, status, monitored metric, best and test value, wall time, error) and a final line."""
+    overrides, status, monitored metric, best and test value, wall time, error) and a final line.
+
+    Each job writes its row to ``<job>/job.json`` where it runs, and the sweep reads them back from
+    the sweep directory at the end, so the summary and the exit status hold whichever launcher ran
+    the jobs (in this process, joblib's workers, Slurm nodes sharing the directory)."""
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] | None = None  # None: not in a multirun
         self._started = 0.0
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.rows = []
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.perf_counter()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
 
-        if self.rows is None:
+        if config.hydra.mode != RunMode.MULTIRUN:
             return
-        outcome = _sweep.outcome or _Outcome(OK if job_return.status == JobStatus.COMPLETED else FAILED)
+        completed = job_return.status == JobStatus.COMPLETED
+        outcome = _sweep.outcome or _Outcome(OK if completed else FAILED, "" if completed else
+                                             f"{type(job_return._return_value).__name__}: {job_return._return_value}",
+                                             0 if completed else EXIT_BUG)
         _sweep.outcome = None
-        row = {"job": config.hydra.job.num, "overrides": list(job_return.overrides or []), "status": outcome.status,
+        job_dir = Path(config.hydra.runtime.output_dir)
+        row = {"job": int(config.hydra.job.num), "overrides": list(job_return.overrides or []),
+               "status": outcome.status, "code": outcome.code,
                "wall_s": None if outcome.status == NOT_RUN else round(time.perf_counter() - self._started, 1),
-               "error": outcome.error}
-        self.rows.append({**row, **_metrics(Path(config.hydra.runtime.output_dir) / "metrics.json")})
+               "error": outcome.error, **_metrics(job_dir / "metrics.json")}
+        job_dir.mkdir(parents=True, exist_ok=True)
+        _write(job_dir / JOB_FILE, json.dumps(row) + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.rows:
-            return
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = best_first(self.rows)
+        found = []
+        for path in sweep_dir.glob(f"**/{JOB_FILE}"):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        if not found:
+            return
+        found.sort(key=lambda r: r["job"])
+        _sweep.codes = [int(r.get("code", 0)) for r in found if r.get("code")]  # the jobs may have run elsewhere
+        jobs = best_first(found)
         common = _common([r["overrides"] for r in jobs])
         rows = [{c: _cell(r.get(c)) for c in COLUMNS} for r in jobs]
         for row, job in zip(rows, jobs):  # what sets each job apart
