@@ -72,6 +72,39 @@ def test_two_nodes_match_one_process(tmp_path: Path) -> None:
     _assert_matches_one_process(ddp_dir, tmp_path, [])
 
 
+def test_slurm_variables_become_torchruns() -> None:
+    from zoo.engine.distributed import PORT_BASE, first_host, slurm_variables
+
+    task = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_JOB_ID": "12345",
+            "SLURM_STEP_ID": "0", "SLURM_STEP_NODELIST": "gpu[07-08]"}
+    assert slurm_variables(task) == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "gpu07",
+                                     "MASTER_PORT": str(PORT_BASE + 12345), "TORCHELASTIC_RUN_ID": "slurm12345.0"}
+    assert slurm_variables({**task, "MASTER_PORT": "29400"})["MASTER_PORT"] == "29400"
+    assert slurm_variables({**task, "RANK": "0"}) == {}  # torchrun's own variables win
+    assert slurm_variables({**task, "SLURM_STEP_NUM_TASKS": "1"}) == {}  # one task: no process group
+    assert slurm_variables({k: v for k, v in task.items() if k != "SLURM_STEP_NUM_TASKS"}) == {}  # a batch script
+    assert [first_host(n) for n in ("gpu[03-05,09],cpu1", "a,b", "node1", "n[9-10]")] == ["gpu03", "a", "node1", "n9"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_slurm_tasks_match_one_process(tmp_path: Path) -> None:
+    """Two processes started as srun starts the tasks of a step (Slurm's variables only, no torchrun)."""
+    ddp_dir = tmp_path / "ddp"
+    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0",
+             "SLURM_STEP_NODELIST": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    tasks = [
+        subprocess.Popen([sys.executable, str(REPO / "train.py"), *COMMON, "trainer=ddp", "data.batch_size=32",
+                          f"hydra.run.dir={ddp_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**base, **slurm, "OMP_NUM_THREADS": "1", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)})
+        for rank in range(2)
+    ]
+    outputs = [task.communicate(timeout=300)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "distributed: 2 processes, gloo backend" in outputs[0]
+    _assert_matches_one_process(ddp_dir, tmp_path, [])
+
+
 def _assert_matches_one_process(ddp_dir: Path, tmp_path: Path, extra: list[str]) -> None:
     single = train(make_cfg(tmp_path / "single", *COMMON, *extra, "data.batch_size=64"))
     ddp = json.loads((ddp_dir / "metrics.json").read_text())

@@ -100,3 +100,16 @@ def test_a_signal_stops_the_sweep_and_lists_the_jobs_not_run(tmp_path: Path) -> 
 def test_exit_status_after_the_jobs(monkeypatch: pytest.MonkeyPatch, codes: list[int], status: int) -> None:
     monkeypatch.setattr(sweep, "_sweep", sweep._Sweep(codes=codes))
     assert sweep.exit_status() == status
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
+                         ids=["joblib", "submitit_local"])
+def test_the_summary_and_exit_status_hold_with_other_launchers(tmp_path: Path, launcher: list[str]) -> None:
+    """Jobs in joblib's worker processes, or submitted through submitit (its local executor standing
+    in for Slurm): each job's row comes back through its job.json."""
+    proc, sweep_dir = run_sweep(tmp_path, *launcher, "optimizer.lr=-1,0.01")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    rows = read_summary(sweep_dir)
+    assert [(r["job"], r["status"]) for r in rows] == [("1", "ok"), ("0", "failed")]
+    assert rows[1]["error"] == "optimizer.lr must be > 0, got -1.0" and rows[0]["monitor"] == "val/acc"
+    assert final_line(proc).startswith("sweep: 1 of 2 jobs failed (job 0: optimizer.lr=-1: ")

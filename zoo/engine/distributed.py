@@ -1,10 +1,12 @@
-"""DistributedDataParallel plumbing for runs launched with ``torchrun``.
+"""DistributedDataParallel plumbing for runs launched with ``torchrun`` (or ``srun``).
 
 ``torchrun --nproc-per-node N train.py ...`` starts N processes with ``RANK``, ``LOCAL_RANK`` and
 ``WORLD_SIZE`` set; :func:`setup` joins them into a process group (NCCL on CUDA, gloo on CPU). Each
 process trains on its shard of every global batch (``data.batch_size`` samples per process), DDP
 averages the gradients, and only rank 0 logs, checkpoints and writes ``metrics.json``. Without
-those variables (a plain ``python train.py``) everything here is a no-op.
+those variables (a plain ``python train.py``) everything here is a no-op. Under Slurm,
+``srun --ntasks-per-node N python train.py trainer=ddp ...`` (or submitit) starts one task per process
+and :func:`slurm_variables` turns Slurm's variables into torchrun's.
 """
 
 from __future__ import annotations
@@ -35,8 +37,46 @@ class DistEnv:
         return self.rank == 0
 
 
+#: the first port a Slurm job's rendezvous may take (plus the job id modulo PORT_SPAN)
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: ``gpu[03-05,09],cpu1`` -> ``gpu03``, ``a,b`` -> ``a``."""
+    entry, depth = "", 0
+    for ch in nodelist.strip():
+        if ch == "," and depth == 0:
+            break
+        depth += (ch == "[") - (ch == "]")
+        entry += ch
+    if "[" not in entry:
+        return entry
+    prefix, rest = entry.split("[", 1)
+    return prefix + rest.split("]", 1)[0].split(",", 1)[0].split("-", 1)[0]
+
+
+def slurm_variables(environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    """torchrun's variables for a process that ``srun`` started as one task of a step of several
+    (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_STEP_NUM_TASKS``; the rendezvous on the step's first
+    node at a port derived from the job id, unless ``MASTER_ADDR``/``MASTER_PORT`` are set); empty
+    when torchrun's own are set or this is not such a task (a batch script's single process)."""
+    e = environ
+    tasks = int(e.get("SLURM_STEP_NUM_TASKS", "1") or 1)
+    if "RANK" in e or "SLURM_PROCID" not in e or tasks < 2:
+        return {}
+    job, step = e.get("SLURM_JOB_ID", "0"), e.get("SLURM_STEP_ID", "0")
+    nodes = e.get("SLURM_STEP_NODELIST") or e.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    port = PORT_BASE + int(job) % PORT_SPAN if job.isdigit() else PORT_BASE
+    return {"RANK": e["SLURM_PROCID"], "LOCAL_RANK": e.get("SLURM_LOCALID", "0"), "WORLD_SIZE": str(tasks),
+            "MASTER_ADDR": e.get("MASTER_ADDR") or first_host(nodes), "MASTER_PORT": e.get("MASTER_PORT") or str(port),
+            "TORCHELASTIC_RUN_ID": f"slurm{job}.{step}"}
+
+
 def env() -> DistEnv:
-    """The process's place in the job, from the variables torchrun sets (a single process without them)."""
+    """The process's place in the job, from the variables torchrun sets, or Slurm's for a task of an
+    ``srun`` step (copied into torchrun's, so the process group forms the same way); a single process
+    without either."""
+    os.environ.update(slurm_variables())
     if dist.is_available() and dist.is_initialized():
         return DistEnv(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size())
     world = int(os.environ.get("WORLD_SIZE", 1))
