@@ -129,7 +129,8 @@ class ModelCheckpoint(Monitored):
             return
         assert self.dir is not None
         epoch = trainer.state.epoch + 1
-        snapshot = f"snapshot-{self._cycle_ends.index(epoch) + 1}.pt" if epoch in self._cycle_ends else None
+        # numbered in order (cycle k's, unless a resume changed the schedule): a name is never given twice
+        snapshot = f"snapshot-{len(self.snapshot_files) + 1}.pt" if epoch in self._cycle_ends else None
         if snapshot is not None:
             self.snapshot_files.append(snapshot)  # listed in the state of every file this epoch writes
         checkpoint = trainer.checkpoint_state(task)
