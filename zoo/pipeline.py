@@ -31,6 +31,7 @@ from zoo.engine.regularizers import build_regularizer
 from zoo.engine.state import TrainerConfig
 from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
+from zoo.ensemble import Ensemble, MemberBatches, check_members, checkpoint_paths
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
@@ -75,6 +76,9 @@ def _check_evaluate(c: dict[str, Any]) -> None:
     """The same for an evaluation config (whether its device exists is the machine's, checked when it runs)."""
     if not c.get("ckpt_path"):
         raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
+    if len(checkpoint_paths(c["ckpt_path"])) > 1 and c.get("split", "test") == "train":
+        raise ConfigError("an ensemble is evaluated on split=val or split=test (the training split is shuffled, "
+                          "so the members would not see the same samples in the same order)")
     check_config(c, CONFIG_DIR, "evaluate")
     build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
@@ -296,30 +300,53 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-@_in_claimed_run(_check_evaluate)
-def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint."""
-    state = load_checkpoint(c["ckpt_path"])
+def _stored_run(c: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint at ``path`` and the run config that evaluates it: the one stored in it, with the
+    evaluation's non-null ``data`` and ``task`` keys (``c``) applied."""
+    state = load_checkpoint(path)
     if state.get("format") != FORMAT or "config" not in state:
-        raise CheckpointError(f"{c['ckpt_path']} is not a zoo training checkpoint (it has no stored config)")
+        raise CheckpointError(f"{path} is not a zoo training checkpoint (it has no stored config)")
     train_cfg = state["config"]
-    run_cfg = {**train_cfg, "ckpt_path": c["ckpt_path"],
+    run_cfg = {**train_cfg, "ckpt_path": path,
                "data": {**train_cfg["data"], **{k: v for k, v in (c.get("data") or {}).items() if v is not None}},
                "task": {**train_cfg["task"], **{k: v for k, v in (c.get("task") or {}).items() if v is not None}}}
+    if (c.get("tta") or {}).get("name", "none") != "none":
+        run_cfg["data"]["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
+    return state, run_cfg
+
+
+def _evaluation_trainer(c: dict[str, Any], run_dir: Path) -> Trainer:
+    """One pass's trainer on evaluate.yaml's ``device`` and ``precision``, with its loggers and progress."""
     device, precision = c.get("device", "auto"), c.get("precision", "auto")
     resolve_precision(precision, resolve_device(device, key="device"), key="precision")  # errors name evaluate.yaml's keys
-    tta_cfg = c.get("tta") or {"name": "none"}
-    if tta_cfg.get("name", "none") != "none":
-        run_cfg["data"]["eval_crop"] = False  # image folders: evaluate uncropped at resize_size; TTA crops itself
     progress = [Progress()] if c.get("progress_bar", True) else []
-    trainer = Trainer(TrainerConfig(max_epochs=1, device=device, precision=precision), run_dir,
-                      build_loggers(c.get("logger"), run_dir), callbacks=progress)
+    return Trainer(TrainerConfig(max_epochs=1, device=device, precision=precision), run_dir,
+                   build_loggers(c.get("logger"), run_dir), callbacks=progress)
+
+
+def _views(task: Task, data: DataModule, tta_cfg: dict[str, Any]) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """``task``'s single evaluation view and its averaged test-time views of ``data``'s images."""
+    black = [-m / s for m, s in zip(data.mean, data.std)]  # what the training crops pad with, normalised
+    return task.evaluation_views(tta_cfg, data.image_size, black)
+
+
+@_in_claimed_run(_check_evaluate)
+def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split; model and data come from the config stored in the checkpoint.
+    Several checkpoints (a list, a glob, a directory of snapshots) are evaluated as an ensemble."""
+    paths = checkpoint_paths(c["ckpt_path"])
+    if len(paths) > 1:
+        return _evaluate_ensemble(c, run_dir, paths)
+    if paths[0] != c["ckpt_path"]:  # a list of one, or a glob that matches one file
+        c = {**c, "ckpt_path": paths[0]}
+    state, run_cfg = _stored_run(c, c["ckpt_path"])
+    tta_cfg = c.get("tta") or {"name": "none"}
+    trainer = _evaluation_trainer(c, run_dir)
     run = build_run(run_cfg, trainer.device, checkpoint=state)
     task, data = trainer.setup(run.task), run.data
     split = c.get("split", "test")
     try:
-        black = [-m / s for m, s in zip(data.mean, data.std)]  # what the training crops pad with, normalised
-        single, averaged = task.evaluation_views(tta_cfg, data.image_size, black)
+        single, averaged = _views(task, data, tta_cfg)
         tta_metrics: dict[str, float] = {}
         if averaged is not None:
             with task.evaluating_with(averaged):
@@ -348,6 +375,57 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             log.info("with test-time augmentation (%s): %s", tta_cfg["name"], _fmt(tta_metrics))
             trainer.logger.log_scalars({f"{split}_tta/{k}": v for k, v in tta_metrics.items()}, 0)
         result.update(task.report(trainer.logger, split, 0))  # of the last pass: the single view
+        write_json(result, run_dir / "metrics.json")
+        return result
+    finally:
+        trainer.logger.close()
+
+
+def _evaluate_ensemble(c: dict[str, Any], run_dir: Path, paths: list[str]) -> dict[str, Any]:
+    """Evaluate the checkpoints ``paths`` as an ensemble (:mod:`zoo.ensemble`): each member with its own
+    model and preprocessing, the ensemble as the mean of their class probabilities. ``metrics.json`` holds
+    every member's metrics (``members``) and the ensemble's (``ensemble``, with TTA also ``ensemble_tta``)."""
+    stored = [_stored_run(c, path) for path in paths]
+    check_members([(path, state) for path, (state, _) in zip(paths, stored)])
+    first_data = stored[0][1]["data"]
+    batch_size = first_data.get("eval_batch_size") or first_data["batch_size"]
+    for _, run_cfg in stored:  # batch for batch, the members see the same samples
+        run_cfg["data"]["eval_batch_size"] = batch_size
+    tta_cfg = c.get("tta") or {"name": "none"}
+    split = c.get("split", "test")
+    trainer = _evaluation_trainer(c, run_dir)
+    try:
+        runs = [build_run(run_cfg, trainer.device, checkpoint=state) for state, run_cfg in stored]
+        ensemble = Ensemble([trainer.setup(run.task) for run in runs], paths)
+        loader = MemberBatches([run.data.loader(split) for run in runs], paths)
+        views = [_views(task, run.data, tta_cfg) for task, run in zip(ensemble.members, runs)]
+        tta_metrics: dict[str, float] = {}
+        tta_members: list[dict[str, float]] = []
+        if views[0][1] is not None:
+            with ensemble.members_evaluating_with([averaged for _, averaged in views]):
+                tta_metrics = _with_full_views_hint(lambda: trainer.test(ensemble, loader, f"{split} tta={tta_cfg['name']}"),
+                                                    tta_cfg)
+            tta_members = ensemble.member_metrics()
+        with ensemble.members_evaluating_with([single for single, _ in views]):
+            metrics = trainer.test(ensemble, loader, split)
+        members: list[dict[str, Any]] = []
+        for i, ((state, run_cfg), own) in enumerate(zip(stored, ensemble.member_metrics())):
+            entry = {"ckpt_path": run_cfg["ckpt_path"], "model": run_cfg["model"]["name"],
+                     "epoch": int(state.get("epoch", -1)) + 1, split: own}
+            if tta_metrics:
+                entry[f"{split}_tta"] = tta_members[i]
+            members.append(entry)
+            log.info("member %d, %s %s: %s", i + 1, entry["model"], entry["ckpt_path"], _fmt(own))
+            trainer.logger.log_scalars({f"{split}/member{i + 1}/{k}": v for k, v in own.items()}, 0)
+        result: dict[str, Any] = {"ckpt_path": list(paths), "dataset": stored[0][1]["data"]["name"], "split": split,
+                                  "members": members, "ensemble": metrics}
+        log.info("ensemble of %d on %s/%s: %s", len(paths), result["dataset"], split, _fmt(metrics))
+        trainer.logger.log_scalars({f"{split}/ensemble/{k}": v for k, v in metrics.items()}, 0)
+        if tta_metrics:
+            result.update({"ensemble_tta": tta_metrics, "tta": tta_cfg})
+            log.info("ensemble with test-time augmentation (%s): %s", tta_cfg["name"], _fmt(tta_metrics))
+            trainer.logger.log_scalars({f"{split}_tta/ensemble/{k}": v for k, v in tta_metrics.items()}, 0)
+        result.update(ensemble.report(trainer.logger, split, 0))  # the ensemble's, of the single views
         write_json(result, run_dir / "metrics.json")
         return result
     finally:

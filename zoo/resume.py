@@ -65,6 +65,9 @@ def _set(node: dict[str, Any], key: str, value: Any, present: bool) -> None:
 def resume_config(current: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """The config a resume runs with: the checkpoint's, with the allowed (or allowed-to-change) overrides."""
     path = current["ckpt_path"]
+    if not isinstance(path, str):
+        raise ConfigError(f"train.py resumes from one checkpoint, got ckpt_path={path}; several checkpoints are an "
+                          "ensemble, which evaluate.py evaluates")
     state = load_checkpoint(path)
     if state.get("format") != FORMAT or not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{path} is not a zoo training checkpoint (no stored config); to start from its weights "

@@ -5,7 +5,9 @@ Schedules are expressed as a multiplicative factor of the base learning rate as 
 (fractional) epoch, wrapped in :class:`torch.optim.lr_scheduler.LambdaLR` and stepped once per
 optimizer step, so every schedule composes with linear warmup and behaves the same under gradient
 accumulation. ``plateau`` uses :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`, stepped per
-epoch on the monitored validation metric once warmup is over.
+epoch on the monitored validation metric once warmup is over. ``cosine_restarts`` (SGDR) is such a
+factor too, a :class:`WarmRestarts`, which also says where its cycles end (``Schedule.cycle_ends``:
+the checkpoint callback's ``snapshots`` keep the model there).
 
 Optimizers registered with ``closure=True`` (``lbfgs``) evaluate the loss again inside their step;
 the trainer hands them a closure (:func:`needs_closure`, :func:`check_closure`).
@@ -192,6 +194,52 @@ def _cosine(total_epochs: float, min_lr_factor: float = 0.0) -> Callable[[float]
     return lambda epoch: min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * min(epoch / total_epochs, 1.0)))
 
 
+class WarmRestarts:
+    """SGDR, stochastic gradient descent with warm restarts (Loshchilov & Hutter 2017, eq. 5): within cycle
+    ``i`` the factor falls from 1 to ``min_lr_factor`` along a half-cosine over ``t_0 * t_mult**i`` epochs, then
+    restarts at 1. The cycles that end inside a run are where snapshot ensembles (Huang et al. 2017) keep the model.
+
+    The same rate as :class:`torch.optim.lr_scheduler.CosineAnnealingWarmRestarts` stepped with fractional epochs
+    (``eta_min = min_lr_factor * lr``), written as a factor so it composes with warm-up and per-group learning-rate
+    multipliers like every other schedule here."""
+
+    def __init__(self, t_0: int, t_mult: int, min_lr_factor: float) -> None:
+        self.t_0, self.t_mult, self.min_lr_factor = t_0, t_mult, min_lr_factor
+
+    def _cycle(self, epoch: float) -> tuple[float, float]:
+        """The start and length (epochs) of the cycle that ``epoch`` lies in."""
+        if self.t_mult == 1:
+            return math.floor(epoch / self.t_0) * self.t_0, float(self.t_0)
+        start, length = 0.0, float(self.t_0)
+        while epoch >= start + length:
+            start, length = start + length, length * self.t_mult
+        return start, length
+
+    def __call__(self, epoch: float) -> float:
+        start, length = self._cycle(epoch)
+        return self.min_lr_factor + (1 - self.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * (epoch - start) / length))
+
+    def cycle_ends(self, max_epochs: int) -> tuple[int, ...]:
+        """The epochs (counted from 1) at whose end a cycle ends, up to ``max_epochs``."""
+        ends, length, end = [], self.t_0, self.t_0
+        while end <= max_epochs:
+            ends.append(end)
+            length *= self.t_mult
+            end += length
+        return tuple(ends)
+
+
+@SCHEDULERS.register("cosine_restarts")
+def _cosine_restarts(total_epochs: float, t_0: int = 10, t_mult: int = 1, min_lr_factor: float = 0.0) -> WarmRestarts:
+    """SGDR (Loshchilov & Hutter 2017): cosine cycles of ``t_0``, ``t_0 * t_mult``, ... epochs, each restarting at ``lr0``."""
+    if t_0 < 1 or t_mult < 1:
+        raise ConfigError(f"scheduler.t_0 (epochs of the first cycle) and scheduler.t_mult must be integers >= 1, "
+                          f"got t_0={t_0}, t_mult={t_mult}")
+    if not 0 <= min_lr_factor <= 1:
+        raise ConfigError(f"scheduler.min_lr_factor must be in [0, 1], got {min_lr_factor}")
+    return WarmRestarts(int(t_0), int(t_mult), float(min_lr_factor))
+
+
 @SCHEDULERS.register("onecycle")
 def _onecycle(
     total_epochs: float, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4
@@ -251,6 +299,8 @@ class Schedule:
         base = SCHEDULERS.build_from(cfg, total_epochs=float(max_epochs))
         self.name = name
         self._base = base or (lambda epoch: 1.0)
+        #: the epochs (from 1) at whose end a cycle of a restarting schedule ends; None: the schedule has no cycles
+        self.cycle_ends = base.cycle_ends(max_epochs) if isinstance(base, WarmRestarts) else None
         self._warmup_start = warmup_start
         self.lambda_lr = LambdaLR(optimizer, self._factor)
         self.plateau = ReduceLROnPlateau(optimizer, mode=monitor_mode, **plateau_kw) if name == "plateau" else None

@@ -15,6 +15,11 @@ A task that trains with several optimizers (a GAN's discriminator and generator)
 batch, in that order, with only that optimizer's parameters requiring gradients, and steps it. A task
 with nothing to optimise (k-nearest neighbours) has ``optimizer_names = ()``: the trainer calls
 ``training_step(batch)`` as a plain forward pass (no backward, no optimizer; its dict needs no ``"loss"``).
+
+A task whose outputs are class scores can be ensembled (``ensembles = True``: ``evaluate.py`` with several
+checkpoints, :mod:`zoo.ensemble`): :meth:`ensemble_probabilities` turns a batch into class probabilities and
+the targets they are scored against, and :meth:`score_probabilities` scores probabilities, a member's own or
+the members' average.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from zoo.errors import ConfigError
 from zoo.registry import Registry
 
 TASKS: Registry["Task"] = Registry("task")
+#: probabilities are clamped to this before their log (a float32 softmax underflows to 0), as in test-time augmentation
+PROB_FLOOR = 1e-12
 
 
 class Task(nn.Module):
@@ -44,6 +51,8 @@ class Task(nn.Module):
     optimizer_names: tuple[str, ...] = ("model",)
     #: True for the final test pass and evaluate.py (costly metrics such as a VAE's log-likelihood)
     final_evaluation: bool = False
+    #: whether evaluate.py can average this task's class probabilities over several checkpoints (an ensemble)
+    ensembles: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -113,6 +122,16 @@ class Task(nn.Module):
             raise ConfigError(f"tta={name} averages class scores over views; a {type(self).__name__} cannot use it: use tta=none")
         return None, None
 
+    def ensemble_probabilities(self, batch: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch as ``(probabilities, targets)`` chunks: the softmax of the model's class scores (class
+        dimension 1) and what they are scored against, for an ensemble to average (``ensembles = True``)."""
+        raise ConfigError(cannot_ensemble(type(self)))
+
+    def score_probabilities(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one chunk of class probabilities (one member's, or the ensemble's mean) to this pass's metrics,
+        which :meth:`compute_metrics` then reports as after :meth:`validation_step`."""
+        raise ConfigError(cannot_ensemble(type(self)))
+
     @contextmanager
     def evaluating_with(self, model: nn.Module | None) -> Iterator[None]:
         """Evaluate with ``model`` (a wrapper of this task's model) in its place; ``None``: unchanged."""
@@ -152,6 +171,12 @@ class Task(nn.Module):
     def optimizer_config(self, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         """The optimizer config for optimizer ``name`` (the run's ``optimizer`` config by default)."""
         return cfg
+
+
+def cannot_ensemble(task: type[Task]) -> str:
+    """Why ``task`` (a class) refuses an ensemble, for a one-line error."""
+    return (f"several checkpoints in ckpt_path make an ensemble, which averages class probabilities, and a {task.__name__} "
+            "has none to average; evaluate its checkpoints one at a time")
 
 
 def for_display(images: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,13 @@ import logging
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.losses import build_loss
 from zoo.metrics.classification import ConfusionMatrix, topk_correct
-from zoo.tasks.base import TASKS, Task
+from zoo.tasks.base import PROB_FLOOR, TASKS, Task
 
 log = logging.getLogger("zoo")
 
@@ -28,6 +29,7 @@ class ClassificationTask(Task):
 
     monitor = "acc"
     monitor_mode = "max"
+    ensembles = True
 
     def __init__(self, model: nn.Module, num_classes: int, loss: str = "cross_entropy",
                  label_smoothing: float | None = None, margin: float | None = None, aux_weight: float = 0.3) -> None:
@@ -54,12 +56,25 @@ class ClassificationTask(Task):
         loss = loss + self.aux_weight * sum(self._loss(a.float(), y).mean() for a in aux)
         return {"loss": loss, "acc": (logits.detach().argmax(1) == y).float().mean()}
 
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's class scores of ``x`` (the main head's, for a model with auxiliary heads), in float32."""
+        out = self.model(x)
+        return (out[0] if isinstance(out, tuple) else out).float()
+
     def validation_step(self, batch: Any) -> None:
         x, y = batch
-        out = self.model(x)
-        logits = (out[0] if isinstance(out, tuple) else out).float()
+        logits = self._scores(x)
         self._loss_sum = self._loss_sum.to(logits.device) + self._eval_loss(logits, y).sum().detach()
         self._count(logits, y)
+
+    def ensemble_probabilities(self, batch: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = batch
+        return [(self._scores(x).softmax(1), y)]
+
+    def score_probabilities(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """``loss`` is the negative log-likelihood of the probabilities (cross-entropy's ``val/loss`` for one model)."""
+        self._loss_sum = self._loss_sum.to(probs.device) + F.nll_loss(probs.clamp_min(PROB_FLOOR).log(), target, reduction="sum")
+        self._count(probs, target)
 
     def _count(self, scores: torch.Tensor, y: torch.Tensor) -> None:
         """The confusion matrix and top-k counts of one batch's class scores."""

@@ -24,7 +24,7 @@ from zoo.data.types import IGNORE_INDEX
 from zoo.errors import ConfigError
 from zoo.metrics.segmentation import SegmentationMetrics
 from zoo.models.crf import DenseCRF
-from zoo.tasks.base import TASKS, Task, for_display
+from zoo.tasks.base import PROB_FLOOR, TASKS, Task, for_display
 
 
 def label_colours(num_classes: int) -> torch.Tensor:
@@ -59,6 +59,7 @@ class SegmentationTask(Task):
 
     monitor = "miou"
     monitor_mode = "max"
+    ensembles = True
 
     def __init__(
         self,
@@ -104,14 +105,17 @@ class SegmentationTask(Task):
     def _run_crf(self) -> bool:
         return self.crf is not None and (self.final_evaluation or self.crf_every_epoch)
 
+    def _score(self, loss_sum: torch.Tensor, pred: torch.Tensor, y: torch.Tensor) -> None:
+        """Add one chunk's summed loss and predicted labels to the pass's metrics."""
+        self._loss_sum = self._loss_sum.to(pred.device) + loss_sum.detach()
+        self._pixels = self._pixels.to(pred.device) + (y != self.ignore_index).sum()
+        self.metrics.update(pred, y)
+
     def validation_step(self, batch: Any) -> None:
         for x, y in _chunks(batch):
             out = self._scores(x, y.shape[-2:]).float()
-            self._loss_sum = self._loss_sum.to(out.device) + F.cross_entropy(out, y, ignore_index=self.ignore_index,
-                                                                            reduction="sum").detach()
-            self._pixels = self._pixels.to(out.device) + (y != self.ignore_index).sum()
             pred = out.argmax(1)
-            self.metrics.update(pred, y)
+            self._score(F.cross_entropy(out, y, ignore_index=self.ignore_index, reduction="sum"), pred, y)
             pred_crf = None
             if self._run_crf:
                 start = time.perf_counter()
@@ -122,6 +126,16 @@ class SegmentationTask(Task):
                 self._crf_images += len(x)
                 self.metrics_crf.update(pred_crf, y)
             self._remember(x, y, pred, pred_crf)
+
+    def ensemble_probabilities(self, batch: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-pixel class probabilities at the masks' size, one chunk per equal-size group of images. The
+        CRF is not applied: an ensemble scores the averaged probabilities of the models themselves."""
+        return [(self._scores(x, y.shape[-2:]).float().softmax(1), y) for x, y in _chunks(batch)]
+
+    def score_probabilities(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """``loss`` is the per-pixel negative log-likelihood (the cross-entropy of one model's scores)."""
+        log_probs = probs.clamp_min(PROB_FLOOR).log()
+        self._score(F.nll_loss(log_probs, target, ignore_index=self.ignore_index, reduction="sum"), probs.argmax(1), target)
 
     def _remember(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, pred_crf: torch.Tensor | None) -> None:
         """Keep the first ``log_images`` validation images (same size) for the image summary."""
