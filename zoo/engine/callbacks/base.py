@@ -30,6 +30,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from zoo.engine.state import TrainerConfig
     from zoo.engine.trainer import Trainer
     from zoo.tasks.base import Task
 
@@ -62,6 +63,10 @@ class Callback:
     def on_validation_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None: ...
     def on_test_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None: ...
     def on_save_checkpoint(self, trainer: Trainer, task: Task, checkpoint: dict[str, Any]) -> None: ...
+
+    def check_trainer(self, cfg: TrainerConfig) -> None:
+        """Refuse options that do not fit the trainer's settings with a :class:`~zoo.errors.ConfigError`;
+        the pipeline calls it before a run writes anything, and ``fit`` before it starts."""
 
     def state_dict(self) -> dict[str, Any]:
         """What to store in checkpoints; empty means nothing (the default)."""
