@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers import FAST, make_cfg
-from zoo.engine.callbacks import Callback, WeightAveraging
+from zoo.engine.callbacks import Callback
 from zoo.engine.checkpoint import load_checkpoint
 from zoo.errors import ConfigError, TrainingInterrupted
 from zoo.pipeline import evaluate, train
@@ -21,6 +21,7 @@ QUICK = [*FAST, "augmentation=none", "trainer.deterministic=true"]
 #: an MLP with batch norm on 8x8 digits: 20 steps an epoch at batch size 64
 MLP_BN = ["model=mlp", "model.batch_norm=true", "model.hidden=[32]"]
 PROBE = "+callbacks.probe._target_=tests.test_weight_averaging.Probe"
+STOP = "+callbacks.stop._target_=tests.test_weight_averaging.StopAt"
 SWA = [*QUICK, *MLP_BN, "trainer.max_epochs=3", "callbacks=[default,swa]", "callbacks.swa.swa_start=2",
        "callbacks.swa.swa_lr=0.01", "callbacks.swa.anneal_epochs=1"]
 
@@ -98,7 +99,7 @@ def _assert_same_run(a: Path, b: Path, key: str) -> None:
 
 
 def _probe() -> Probe:
-    """The last Probe the config built: Hydra imports this file as ``tests.test_weight_averaging``, pytest under its own name."""
+    """The last Probe a config built (Hydra imports this file as ``tests.test_weight_averaging``, pytest by another name)."""
     import importlib
 
     probe = importlib.import_module("tests.test_weight_averaging").Probe.last
@@ -149,7 +150,10 @@ def plain_and_ema(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     return root / "plain", plain, root / "ema", ema
 
 
-def test_ema_leaves_training_alone_and_is_what_is_validated(plain_and_ema: tuple[Path, dict, Path, dict], tmp_path: Path) -> None:
+Runs = tuple[Path, dict, Path, dict]
+
+
+def test_ema_leaves_training_alone_and_is_what_is_validated(plain_and_ema: Runs, tmp_path: Path) -> None:
     plain_dir, plain, ema_dir, ema = plain_and_ema
     last = load_checkpoint(ema_dir / "checkpoints" / "last.pt")
     _assert_equal(last["training_model"], load_checkpoint(plain_dir / "checkpoints" / "last.pt")["model"])  # bit for bit
@@ -163,12 +167,12 @@ def test_ema_leaves_training_alone_and_is_what_is_validated(plain_and_ema: tuple
     assert ema["ema/n_averaged"] == 1 + ema["global_step"]
 
 
-def test_best_pt_holds_the_ema_weights_and_is_what_is_tested(plain_and_ema: tuple[Path, dict, Path, dict], tmp_path: Path) -> None:
+def test_best_pt_holds_the_ema_weights_and_is_what_is_tested(plain_and_ema: Runs, tmp_path: Path) -> None:
     _, _, ema_dir, ema = plain_and_ema
     best = load_checkpoint(ema_dir / "checkpoints" / "best.pt")
     _assert_equal(best["model"], best["callbacks"]["ema"]["model"])
     assert _differs(best["model"], best["training_model"])
-    assert best["metrics"][f"val/acc"] == ema["best/val/acc"]
+    assert best["metrics"]["val/acc"] == ema["best/val/acc"]
     scored = evaluate(make_cfg(tmp_path, f"ckpt_path={ema_dir / 'checkpoints' / 'best.pt'}", "logger=none",
                                "progress_bar=false", config_name="evaluate"))
     assert scored["test"] == pytest.approx(ema["test"], rel=1e-6)
@@ -178,8 +182,8 @@ def test_best_pt_holds_the_ema_weights_and_is_what_is_tested(plain_and_ema: tupl
     assert (ema_dir / "checkpoints" / "last.pt").stat().st_size < plain_size + 1.5 * weights
 
 
-EMA_RUN = [*QUICK, *MLP_BN, "test=false", "callbacks=[default,ema]", "callbacks.ema.decay=0.95", "callbacks.ema.every_n_steps=3",
-           "callbacks.checkpoint.every_n_epochs=1"]
+EMA_RUN = [*QUICK, *MLP_BN, "test=false", "callbacks=[default,ema]", "callbacks.ema.decay=0.95",
+           "callbacks.ema.every_n_steps=3", "callbacks.checkpoint.every_n_epochs=1"]
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +199,9 @@ def _resume(ckpt: Path, run_dir: Path) -> None:
 
 
 def test_ema_resumes_exactly_inside_an_epoch(ema_whole: Path, tmp_path: Path) -> None:
-    """Stopped inside the second epoch (step 27 of 40, between two updates): the same averaged and raw weights."""
+    """Stopped inside the second epoch (step 26 of 40, between the updates of steps 24 and 27): the same weights."""
     with pytest.raises(TrainingInterrupted):
-        train(make_cfg(tmp_path / "stopped", *EMA_RUN, "+callbacks.stop._target_=tests.test_weight_averaging.StopAt",
-                       "+callbacks.stop.step=26"))
+        train(make_cfg(tmp_path / "stopped", *EMA_RUN, STOP, "+callbacks.stop.step=26"))
     last = tmp_path / "stopped" / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["partial_epoch"]["batches"] == 6
     _resume(last, tmp_path / "resumed")
@@ -252,9 +255,9 @@ def test_swa_takes_over_the_learning_rate(swa_run: tuple[Path, dict, Probe]) -> 
 def test_swa_validates_and_keeps_the_average_as_best(swa_run: tuple[Path, dict, Probe], tmp_path: Path) -> None:
     run, result, _ = swa_run
     best = load_checkpoint(run / "checkpoints" / "best.pt")
-    if best["epoch"] + 1 >= 2:  # an epoch of the phase
-        _assert_equal(best["model"], best["callbacks"]["swa"]["model"])
-        assert _differs(best["model"], best["training_model"])
+    assert result["best_epoch"] == best["epoch"] + 1 == 3  # an epoch of the phase
+    _assert_equal(best["model"], best["callbacks"]["swa"]["model"])
+    assert _differs(best["model"], best["training_model"])
     scored = evaluate(make_cfg(tmp_path, f"ckpt_path={run / 'checkpoints' / 'last.pt'}", "split=val", "logger=none",
                                "progress_bar=false", config_name="evaluate"))
     assert scored["val"]["loss"] == pytest.approx(result["history"][-1]["val/loss"], rel=1e-6)
@@ -263,9 +266,8 @@ def test_swa_validates_and_keeps_the_average_as_best(swa_run: tuple[Path, dict, 
 @pytest.mark.parametrize("step", [40, 47], ids=["end_of_first_swa_epoch", "inside_the_phase"])
 def test_swa_resumes_exactly(swa_run: tuple[Path, dict, Probe], tmp_path: Path, step: int) -> None:
     """Stopped after the last step of the first averaged epoch (before it is averaged in) or inside the next one."""
-    run = [*SWA, "test=false", "+callbacks.stop._target_=tests.test_weight_averaging.StopAt", f"+callbacks.stop.step={step}"]
     with pytest.raises(TrainingInterrupted):
-        train(make_cfg(tmp_path / "stopped", *run))
+        train(make_cfg(tmp_path / "stopped", *SWA, "test=false", STOP, f"+callbacks.stop.step={step}"))
     _resume(tmp_path / "stopped" / "checkpoints" / "last.pt", tmp_path / "resumed")
     _assert_same_run(swa_run[0], tmp_path / "resumed", "swa")
 
@@ -284,27 +286,31 @@ def test_callbacks_compose_with_the_defaults(tmp_path: Path, choice: str) -> Non
     _check_train(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["callbacks=[default,ema]", "callbacks.ema.decay=1.5"], "callbacks.ema.decay must be in (0, 1)"),
-    (["callbacks=[default,ema]", "callbacks.ema.decay=0"], "callbacks.ema.decay must be in (0, 1)"),
-    (["callbacks=[default,ema]", "callbacks.ema.every_n_steps=0"], "callbacks.ema.every_n_steps must be >= 1"),
-    (["callbacks=[default,ema]", "callbacks.ema.buffers=mean"], "callbacks.ema.buffers must be one of average, copy"),
-    (["callbacks=[default,swa]", "callbacks.swa.swa_start=3"], "callbacks.swa.swa_start=3 is beyond trainer.max_epochs=2"),
-    (["callbacks=[default,swa]", "callbacks.swa.swa_start=1.5"], "callbacks.swa.swa_start must be the epoch"),
-    (["callbacks=[default,swa]", "callbacks.swa.swa_start=0"], "callbacks.swa.swa_start must be the epoch"),
-    (["callbacks=[default,swa]", "callbacks.swa.swa_lr=-0.1"], "callbacks.swa.swa_lr must be > 0"),
-    (["callbacks=[default,swa]", "callbacks.swa.anneal_epochs=-1"], "callbacks.swa.anneal_epochs must be >= 0"),
-    (["callbacks=[default,swa]", "callbacks.swa.anneal_strategy=step"], "callbacks.swa.anneal_strategy must be one of cos, linear"),
-], ids=lambda v: v[-1] if isinstance(v, list) else "")
-def test_bad_settings_are_one_line_before_the_run_starts(tmp_path: Path, overrides: list[str], message: str) -> None:
+BAD = [
+    ("ema", "decay=1.5", "callbacks.ema.decay must be in (0, 1)"),
+    ("ema", "decay=0", "callbacks.ema.decay must be in (0, 1)"),
+    ("ema", "every_n_steps=0", "callbacks.ema.every_n_steps must be >= 1"),
+    ("ema", "buffers=mean", "callbacks.ema.buffers must be one of average, copy"),
+    ("swa", "swa_start=3", "callbacks.swa.swa_start=3 is beyond trainer.max_epochs=2"),
+    ("swa", "swa_start=1.5", "callbacks.swa.swa_start must be the epoch"),
+    ("swa", "swa_start=0", "callbacks.swa.swa_start must be the epoch"),
+    ("swa", "swa_lr=-0.1", "callbacks.swa.swa_lr must be > 0"),
+    ("swa", "anneal_epochs=-1", "callbacks.swa.anneal_epochs must be >= 0"),
+    ("swa", "anneal_strategy=step", "callbacks.swa.anneal_strategy must be one of cos, linear"),
+]
+
+
+@pytest.mark.parametrize(("key", "setting", "message"), BAD, ids=[f"{k}.{s}" for k, s, _ in BAD])
+def test_bad_settings_are_one_line_before_the_run_starts(tmp_path: Path, key: str, setting: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        train(make_cfg(tmp_path / "run", *FAST, *overrides))
+        train(make_cfg(tmp_path / "run", *FAST, f"callbacks=[default,{key}]", f"callbacks.{key}.{setting}"))
     assert message in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()  # refused before the run directory was claimed
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["experiment=gan_mlp_digits", "callbacks=[default,ema]"], "trains 2 optimizers (discriminator, generator); drop it (callbacks.ema=null)"),
+    (["experiment=gan_mlp_digits", "callbacks=[default,ema]"],
+     "trains 2 optimizers (discriminator, generator); drop it (callbacks.ema=null)"),
     (["callbacks=[default,ema,swa]"], "callbacks.ema and callbacks.swa both average the weights"),
 ], ids=["gan", "both"])
 def test_refused_combinations(tmp_path: Path, overrides: list[str], message: str) -> None:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class Callback:
     """Base class: every hook does nothing; override those you need."""
 
-    #: run position among callbacks: lower first (signal handling 0, non-finite checks 10, default 50,
+    #: run position among callbacks: lower first (signal handling 0, non-finite checks 10, default 50, weight averaging 80,
     #: checkpointing 90, progress 95)
     order: int = 50
     #: key of this callback's state in checkpoints; set from the config key by ``build_callbacks``

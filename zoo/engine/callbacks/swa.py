@@ -164,5 +164,6 @@ class SWA(WeightAveraging):
             self._swalr_state = dict(state["swalr"])
 
     def summary(self) -> dict[str, Any]:
-        key = self.state_key or self.default_key
-        return {**super().summary(), **({f"{key}/start_epoch": self.start + 1} if self.swalr is not None and self.start is not None else {})}
+        if self.swalr is None or self.start is None:  # the phase never began
+            return super().summary()
+        return {**super().summary(), f"{self.state_key or self.default_key}/start_epoch": self.start + 1}
