@@ -317,3 +317,37 @@ def test_refused_combinations(tmp_path: Path, overrides: list[str], message: str
     with pytest.raises(ConfigError) as info:
         train(make_cfg(tmp_path, *FAST, "trainer.limit_train_batches=1", *overrides))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ---- DDP ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_swa_under_ddp_averages_batch_norm_over_the_processes(tmp_path: Path) -> None:
+    """Two processes (gloo) with SWA on the MLP with batch norm: each recomputes the statistics on its shard, and
+    the means over the processes are those of the global batches, as one process with the global batch gets."""
+    import itertools
+    import os
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+    from torch.optim.swa_utils import update_bn
+
+    from tests.helpers import REPO
+    from zoo.pipeline import build_run
+
+    run = [*SWA, "test=false", "trainer.device=cpu", "trainer.limit_train_batches=19"]  # full global batches only
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(REPO / "train.py"), *run, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'ddp'}"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert state["callbacks"]["swa"]["n_averaged"] == 2
+    cfg = OmegaConf.to_container(make_cfg(tmp_path / "one", *run, "data.batch_size=64"), resolve=True)
+    one = build_run(cfg, torch.device("cpu"), checkpoint=state)  # type: ignore[arg-type]  # the averaged weights
+    one.data.train.set_epoch(2)  # the last epoch's global batches
+    update_bn(itertools.islice(one.data.train, 19), one.model)
+    torch.testing.assert_close(state["model"]["features.0.1.running_mean"], one.model.features[0][1].running_mean,
+                               rtol=1e-5, atol=1e-6)
