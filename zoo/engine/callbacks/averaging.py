@@ -101,7 +101,7 @@ class WeightAveraging(Callback):
         keys = [c.key for c in trainer.callbacks if isinstance(c, WeightAveraging)]
         if len(keys) > 1:
             raise ConfigError(f"{' and '.join(keys)} both average the weights, and only one average can be evaluated; "
-                              f"keep one of them")
+                              "keep one of them")
         names = list(trainer.state.optimizers)
         if len(names) != 1:
             trains = f"trains {len(names)} optimizers ({', '.join(names)})" if names else "has nothing to optimise"
@@ -113,17 +113,18 @@ class WeightAveraging(Callback):
         loaded, self._loaded = self._loaded, None
         if loaded is None:
             self.on_fresh_start(trainer)
-        elif "model" in loaded:
+            return
+        if "model" in loaded:
             self.averaged.module.load_state_dict(loaded["model"])
-        if loaded is not None:
-            self.averaged.n_averaged.fill_(int(loaded["n_averaged"]))
-            self.restore(loaded)
+        self.averaged.n_averaged.fill_(int(loaded["n_averaged"]))
+        self.restore(loaded)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Subclasses: restore what they added to :meth:`state_dict`."""
 
     def before_evaluation(self, trainer: Trainer) -> None:
-        """Subclasses: bring the average up to date before it is validated, checkpointed or tested."""
+        """Subclasses: bring the average up to date once an epoch's training is over (before its validation)
+        and at the end of the fit."""
 
     def on_eval_start(self, trainer: Trainer, task: Task, stage: str, num_batches: int) -> None:
         if stage != "val":  # the test pass after fit scores best.pt, or the average copied in by on_fit_end
