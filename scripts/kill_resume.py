@@ -5,6 +5,7 @@ uninterrupted run.
 
     python scripts/kill_resume.py                      # LeNet-5 on digits, 4 kills
     python scripts/kill_resume.py --kills 6 --seed 3 -- model=resnet20 trainer.max_epochs=4
+    python scripts/kill_resume.py -- trainer.max_epochs=6 'callbacks=[default,swa]'   # the averaged and the raw weights
 
 Runs use ``trainer.deterministic=true`` on CPU and a periodic mid-epoch checkpoint
 (``callbacks.checkpoint.every_n_steps``) so kills land both inside epochs and between them.
@@ -100,7 +101,8 @@ def main() -> int:
 
     ref_state = load_checkpoint(work / "reference" / "checkpoints" / "last.pt")
     final = load_checkpoint(ckpt)  # type: ignore[arg-type]
-    same = all(torch.equal(final["model"][k], v) for k, v in ref_state["model"].items())
+    weights = [key for key in ("model", "training_model") if key in ref_state]  # weight averaging: both
+    same = all(torch.equal(final[key][k], v) for key in weights for k, v in ref_state[key].items())
     ref_metrics = ref_metrics_all["test"]
     run_metrics = json.loads((work / f"attempt_{attempt}" / "metrics.json").read_text())["test"]
     print(f"kills: {kills}; final weights identical: {same}; test metrics {run_metrics} vs {ref_metrics}")

@@ -68,7 +68,8 @@ def _check_train(c: dict[str, Any]) -> None:
     check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
     check_closure(c["optimizer"]["name"], str(trainer.precision), trainer.accumulate_grad_batches)  # auto: when it resolves
     build_regularizer(c.get("regularizer"))
-    build_callbacks(c.get("callbacks"))
+    for callback in build_callbacks(c.get("callbacks")):
+        callback.check_trainer(trainer)
     check_loggers(c.get("logger"))
 
 

@@ -6,7 +6,13 @@ A zoo checkpoint is a plain dict of tensors and builtin containers::
      "data_info": {...}, "model": state_dict, "optimizers": {name: ...}, "schedulers": {name: ...},
      "scaler": ..., "epoch": int (the last completed, 0-based), "global_step": int, "skipped_steps": int,
      "rng": {...}, "metrics": {...}, "callbacks": {state_key: callback state},
-     "partial_epoch": {"epoch", "batches", "n", "sums", "loader"}  (only when saved inside an epoch)}
+     "partial_epoch": {"epoch", "batches", "n", "sums", "loader"}  (only when saved inside an epoch),
+     "training_model": state_dict  (only when ``model`` holds averaged weights)}
+
+``model`` is always the weights to evaluate: what validation scored, what ``evaluate.py``, ``best.pt``
+and any weight loader (``model.pretrained=``) read. A weight-averaging callback (``ema``, ``swa``) puts
+its averaged weights there (:func:`set_evaluation_weights`) and moves the raw weights, the ones training
+continues from, to ``training_model``, which :func:`restore_training` loads when present.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ if TYPE_CHECKING:
 
 FORMAT = "zoo-checkpoint"
 VERSION = 1
+#: the key of the weights training continues from, when ``model`` holds averaged ones
+TRAINING_MODEL = "training_model"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -155,6 +163,13 @@ def training_checkpoint(trainer: Trainer) -> dict[str, Any]:
     return state
 
 
+def set_evaluation_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+    """Make ``weights`` (averaged ones) the checkpoint's ``model``; the raw weights move to ``training_model``.
+    Tensors shared with another entry (a callback's state) are written once."""
+    checkpoint.setdefault(TRAINING_MODEL, checkpoint["model"])
+    checkpoint["model"] = weights
+
+
 def _kind(info: dict[str, Any], group: str) -> str | None:
     """The ``name`` of config group ``group`` in a checkpoint's (or a run's) stored config."""
     return ((info.get("config") or {}).get(group) or {}).get("name")
@@ -172,7 +187,7 @@ def restore_training(trainer: Trainer, path: str | os.PathLike[str]) -> dict[str
     model = trainer._model
     assert model is not None
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get(TRAINING_MODEL, state["model"]))  # the raw weights, not an average
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit model {want}: {str(e).splitlines()[0]}; check num_classes/in_chans "
                               "against the checkpoint's config") from None

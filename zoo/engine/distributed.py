@@ -123,6 +123,15 @@ def all_reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(zip(keys, stacked.unbind()))
 
 
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over ranks, in place; nothing in a single process."""
+    if not env().enabled:
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= dist.get_world_size()
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on at least one (e.g. a stop request from a signal)."""
     if not env().enabled:

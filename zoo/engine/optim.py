@@ -277,7 +277,8 @@ class Schedule:
     """Per-step learning-rate schedule with optional linear warmup.
 
     Call :meth:`step_batch` after every optimizer step and :meth:`step_epoch` with the monitored
-    validation metric after every epoch.
+    validation metric after every epoch. Once :attr:`paused` (another owner of the rate took over:
+    stochastic weight averaging's ``SWALR``), both leave the rate and the schedule's state alone.
     """
 
     def __init__(
@@ -305,6 +306,8 @@ class Schedule:
         self.lambda_lr = LambdaLR(optimizer, self._factor)
         self.plateau = ReduceLROnPlateau(optimizer, mode=monitor_mode, **plateau_kw) if name == "plateau" else None
         self.step_count = 0
+        #: set by whoever sets the rate from now on (not stored: that owner sets it again on resume)
+        self.paused = False
 
     def _factor(self, step: int) -> float:
         factor = self._base(step / self.steps_per_epoch)
@@ -313,11 +316,15 @@ class Schedule:
         return factor
 
     def step_batch(self) -> None:
+        if self.paused:
+            return
         self.step_count += 1
         if self.plateau is None or self.step_count <= self.warmup_steps:
             self.lambda_lr.step()
 
     def step_epoch(self, metric: float | None) -> None:
+        if self.paused:
+            return
         if self.plateau is not None and self.step_count >= self.warmup_steps and metric is not None:
             self.plateau.step(metric)
 

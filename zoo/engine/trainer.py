@@ -101,6 +101,16 @@ class Trainer:
         self._hooks: dict[str, list[Any]] = {}
 
     @property
+    def model(self) -> nn.Module | None:
+        """The task's model outside any DistributedDataParallel wrapper, once ``fit`` has begun."""
+        return self._model
+
+    @property
+    def train_loader(self) -> Any:
+        """The loader ``fit`` trains on (sharded under DDP; the fixed batches of ``overfit_batches``)."""
+        return self._train_loader
+
+    @property
     def best_checkpoint(self) -> Path | None:
         """``best.pt`` of the checkpoint callback, if it kept one."""
         return next((c.best_model_path for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -165,6 +175,8 @@ class Trainer:
             ckpt_path: str | Path | None = None) -> dict[str, Any]:
         """Train for ``max_epochs`` (or until a callback stops it); resume from ``ckpt_path`` if given."""
         cfg, s = self.cfg, self.state
+        for callback in self.callbacks:
+            callback.check_trainer(cfg)
         task = self.setup(task)
         self._model = task.model
         train, val = data.train, data.val

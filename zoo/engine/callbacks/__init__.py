@@ -12,12 +12,15 @@ from typing import Any, Mapping
 
 from zoo.engine.callbacks.base import Callback, MetricTracker, Monitored
 from zoo.engine.callbacks.checkpoint import ModelCheckpoint
+from zoo.engine.callbacks.averaging import WeightAveraging
 from zoo.engine.callbacks.early_stopping import EarlyStopping
+from zoo.engine.callbacks.ema import EMA
 from zoo.engine.callbacks.lr_monitor import LearningRateMonitor, learning_rates
 from zoo.engine.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from zoo.engine.callbacks.profiler import TorchProfiler
 from zoo.engine.callbacks.progress import Progress
 from zoo.engine.callbacks.signals import SignalHandler
+from zoo.engine.callbacks.swa import SWA
 from zoo.engine.callbacks.unfreeze import Unfreeze
 from zoo.engine.plugins import build_all
 from zoo.registry import Registry
@@ -25,7 +28,7 @@ from zoo.registry import Registry
 CALLBACKS: Registry[Callback] = Registry("callback")
 for _name, _cls in (("checkpoint", ModelCheckpoint), ("early_stopping", EarlyStopping), ("lr_monitor", LearningRateMonitor),
                     ("nonfinite", NonFiniteLoss), ("signals", SignalHandler), ("progress", Progress),
-                    ("profiler", TorchProfiler)):
+                    ("profiler", TorchProfiler), ("ema", EMA), ("swa", SWA)):
     CALLBACKS.register(_name)(_cls)
 
 
@@ -38,7 +41,7 @@ def build_callbacks(cfg: Mapping[str, Any] | None) -> list[Callback]:
 
 
 __all__ = [
-    "CALLBACKS", "Callback", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint", "Monitored",
-    "NonFiniteLoss", "NonFiniteLossError", "Progress", "SignalHandler", "TorchProfiler", "Unfreeze", "build_callbacks",
-    "learning_rates",
+    "CALLBACKS", "Callback", "EMA", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint", "Monitored",
+    "NonFiniteLoss", "NonFiniteLossError", "Progress", "SWA", "SignalHandler", "TorchProfiler", "Unfreeze", "WeightAveraging",
+    "build_callbacks", "learning_rates",
 ]

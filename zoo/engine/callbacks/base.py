@@ -30,6 +30,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from zoo.engine.state import TrainerConfig
     from zoo.engine.trainer import Trainer
     from zoo.tasks.base import Task
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class Callback:
     """Base class: every hook does nothing; override those you need."""
 
-    #: run position among callbacks: lower first (signal handling 0, non-finite checks 10, default 50,
+    #: run position among callbacks: lower first (signal handling 0, non-finite checks 10, default 50, weight averaging 80,
     #: checkpointing 90, progress 95)
     order: int = 50
     #: key of this callback's state in checkpoints; set from the config key by ``build_callbacks``
@@ -62,6 +63,10 @@ class Callback:
     def on_validation_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None: ...
     def on_test_end(self, trainer: Trainer, task: Task, metrics: dict[str, float]) -> None: ...
     def on_save_checkpoint(self, trainer: Trainer, task: Task, checkpoint: dict[str, Any]) -> None: ...
+
+    def check_trainer(self, cfg: TrainerConfig) -> None:
+        """Refuse options that do not fit the trainer's settings with a :class:`~zoo.errors.ConfigError`;
+        the pipeline calls it before a run writes anything, and ``fit`` before it starts."""
 
     def state_dict(self) -> dict[str, Any]:
         """What to store in checkpoints; empty means nothing (the default)."""
