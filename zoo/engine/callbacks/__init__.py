@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from zoo.engine.callbacks.base import Callback, MetricTracker, Monitored
 from zoo.engine.callbacks.checkpoint import ModelCheckpoint
+from zoo.engine.callbacks.diagnostics import Diagnostics
 from zoo.engine.callbacks.early_stopping import EarlyStopping
 from zoo.engine.callbacks.lr_monitor import LearningRateMonitor, learning_rates
 from zoo.engine.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
@@ -23,7 +24,7 @@ from zoo.engine.plugins import build_all
 from zoo.registry import Registry
 
 CALLBACKS: Registry[Callback] = Registry("callback")
-for _name, _cls in (("checkpoint", ModelCheckpoint), ("early_stopping", EarlyStopping), ("lr_monitor", LearningRateMonitor),
+for _name, _cls in (("checkpoint", ModelCheckpoint), ("diagnostics", Diagnostics), ("early_stopping", EarlyStopping), ("lr_monitor", LearningRateMonitor),
                     ("nonfinite", NonFiniteLoss), ("signals", SignalHandler), ("progress", Progress),
                     ("profiler", TorchProfiler)):
     CALLBACKS.register(_name)(_cls)
@@ -38,7 +39,7 @@ def build_callbacks(cfg: Mapping[str, Any] | None) -> list[Callback]:
 
 
 __all__ = [
-    "CALLBACKS", "Callback", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint", "Monitored",
+    "CALLBACKS", "Callback", "Diagnostics", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint", "Monitored",
     "NonFiniteLoss", "NonFiniteLossError", "Progress", "SignalHandler", "TorchProfiler", "Unfreeze", "build_callbacks",
     "learning_rates",
 ]
