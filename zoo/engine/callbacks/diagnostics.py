@@ -3,7 +3,7 @@
 Every ``every_n_epochs`` epochs (on the epoch's first update) and/or every ``every_n_steps`` optimizer steps, one
 training batch is watched and the loggers get, at that step:
 
-- ``weights/<param>`` and ``gradients/<param>``: histograms of every trainable parameter and of its gradient as
+- ``weights/<param>`` and ``gradients/<param>``: histograms (of at most 65,536 values each, evenly sampled) of every trainable parameter and of its gradient as
   the optimizer reads it (after AMP unscaling and gradient accumulation, before clipping);
 - ``activations/<module>``: histograms of the outputs of the convolutions, linear layers and ReLUs on the batch
   (forward hooks, the training-mode forward pass itself: no extra pass);
@@ -52,6 +52,16 @@ def filter_images(weight: torch.Tensor) -> torch.Tensor:
     low = w.amin(dim=(1, 2, 3), keepdim=True)
     span = w.amax(dim=(1, 2, 3), keepdim=True) - low
     return (w - low) / span.clamp_min(1e-12)
+
+
+#: values a histogram is computed from at most: larger tensors are sampled evenly (a strided subset)
+MAX_HISTOGRAM_VALUES = 1 << 16
+
+
+def histogram_sample(values: torch.Tensor) -> torch.Tensor:
+    """``values`` flattened, every k-th of them when there are more than :data:`MAX_HISTOGRAM_VALUES`."""
+    flat = values.detach().flatten()
+    return flat[::-(-flat.numel() // MAX_HISTOGRAM_VALUES)] if flat.numel() > MAX_HISTOGRAM_VALUES else flat
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
@@ -139,16 +149,16 @@ class Diagnostics(Callback):
         for pname, before in self._before.items():
             after = params[pname].detach()
             if self.histograms:
-                logger.log_histogram(f"weights/{pname}", after, step)
+                logger.log_histogram(f"weights/{pname}", histogram_sample(after), step)
                 if pname in self._grads:
-                    logger.log_histogram(f"gradients/{pname}", self._grads[pname], step)
+                    logger.log_histogram(f"gradients/{pname}", histogram_sample(self._grads[pname]), step)
             if after.dim() >= 2:
                 norm = float(before.float().norm())
                 scalars[f"update_ratio/{pname}"] = float((after - before).float().norm()) / norm if norm else float("nan")
         modules = dict(model.named_modules())
         for mname, activation in self._activations.items():
             if self.histograms:
-                logger.log_histogram(f"activations/{mname}", activation, step)
+                logger.log_histogram(f"activations/{mname}", histogram_sample(activation), step)
             if isinstance(modules.get(mname), nn.ReLU):
                 scalars[f"dead_relu/{mname}"] = dead_fraction(activation)
         logger.log_scalars(scalars, step)
