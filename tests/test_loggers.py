@@ -207,6 +207,7 @@ def test_csv_hparams_yaml(tmp_path: Path) -> None:
     logger.log_hyperparams({"optimizer.lr": 0.01, "model.name": "lenet5", "tags": "[]"}, {"val/acc": 0.0})
     logger.log_tags(["baseline", "digits"])
     logger.log_images("x", torch.rand(1, 1, 4, 4), 0)  # ignored
+    logger.log_histogram("weights/w", torch.randn(10), 0)  # ignored
     logger.close()
     assert yaml.safe_load((tmp_path / "hparams.yaml").read_text()) == {
         "params": {"optimizer.lr": 0.01, "model.name": "lenet5", "tags": "[]"}, "tags": ["baseline", "digits"]}
@@ -226,12 +227,15 @@ def test_tensorboard_scalars_hparams_text_and_grid(tmp_path: Path) -> None:
     for step in (1, 2, 3):
         logger.log_scalars({"val/acc": 0.25 * step}, step)
     logger.log_image_grid("val/grid", torch.rand(5, 1, 8, 8), 3)  # 8 px -> 32 px, 5 in a row, 2 px gaps
+    logger.log_histogram("weights/w", torch.arange(100.0).view(10, 10), 3)
     logger.close()
     assert [p.name for p in tmp_path.iterdir()] == ["tensorboard"]
     assert all(p.is_file() for p in (tmp_path / "tensorboard").iterdir())  # no hparams sub-run
     acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0, "images": 0})
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("val/acc")] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+    (hist,) = acc.Histograms("weights/w")
+    assert hist.step == 3 and (hist.histogram_value.num, hist.histogram_value.min, hist.histogram_value.max) == (100, 0, 99)
     content = acc.PluginTagToContent("hparams")
     assert set(content) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info

@@ -4,6 +4,9 @@ torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>`
 
 ``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint.
 
+``python -m zoo explain CKPT IMAGE [IMAGE ...] --method M --out DIR``: attribution maps of a classifier
+(:mod:`zoo.explain`, Captum).
+
 ``python -m zoo gradcheck MODEL`` and ``python -m zoo summary MODEL``: :mod:`zoo.tools`."""
 
 from __future__ import annotations
@@ -78,6 +81,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from zoo.explain import Options, explain_files
+
+    opts = Options(layer=args.layer, window=args.window, stride=args.stride, steps=args.steps)
+    written = explain_files(args.ckpt, args.images, args.method.split(","), args.out, args.target, opts, args.top_k, args.device)
+    print(f"wrote {len(written)} file{'s' if len(written) != 1 else ''} to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description="zoo model registry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0, help="seed of --decode sample")
     c.add_argument("--device", default="cpu")
     c.set_defaults(fn=cmd_caption)
+    e = sub.add_parser("explain", help="attribution maps of a classifier checkpoint on image files (Captum)",
+                       description="Write <out>/<image>_<method>.png per image and method: the image, the attribution "
+                                   "map and their overlay, the top-k predicted classes in the title. Needs Captum "
+                                   "(pip install 'zoo[viz]').")
+    e.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
+    e.add_argument("images", nargs="+", help="image files (PNG, JPEG), prepared as the checkpoint's training data")
+    e.add_argument("--method", default="saliency",
+                   help="saliency, guided_backprop, deconvnet, occlusion, gradcam, integrated_gradients; several "
+                        "comma-separated, or all (default saliency)")
+    e.add_argument("--target", default=None, help="the class explained, a name or an index (default: each image's prediction)")
+    e.add_argument("--out", default="explain", help="output directory (default ./explain)")
+    e.add_argument("--top-k", type=int, default=3, help="predicted classes in the title (default 3)")
+    e.add_argument("--layer", default=None, help="gradcam's layer, a module name (default: the deepest feature_info "
+                                                 "stage with more than one position)")
+    e.add_argument("--window", type=int, default=None, help="occlusion's square side (default: a quarter of the image)")
+    e.add_argument("--stride", type=int, default=None, help="occlusion's step (default: half the window)")
+    e.add_argument("--steps", type=int, default=50, help="integrated_gradients' points on the path (default 50)")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(fn=cmd_explain)
     from zoo.tools.cli import add_parsers
 
     add_parsers(sub)  # gradcheck, summary

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from zoo.engine.callbacks.base import Callback, MetricTracker, Monitored
 from zoo.engine.callbacks.checkpoint import ModelCheckpoint
 from zoo.engine.callbacks.averaging import WeightAveraging
+from zoo.engine.callbacks.diagnostics import Diagnostics
 from zoo.engine.callbacks.early_stopping import EarlyStopping
 from zoo.engine.callbacks.ema import EMA
 from zoo.engine.callbacks.lr_monitor import LearningRateMonitor, learning_rates
@@ -28,7 +29,7 @@ from zoo.registry import Registry
 CALLBACKS: Registry[Callback] = Registry("callback")
 for _name, _cls in (("checkpoint", ModelCheckpoint), ("early_stopping", EarlyStopping), ("lr_monitor", LearningRateMonitor),
                     ("nonfinite", NonFiniteLoss), ("signals", SignalHandler), ("progress", Progress),
-                    ("profiler", TorchProfiler), ("ema", EMA), ("swa", SWA)):
+                    ("profiler", TorchProfiler), ("ema", EMA), ("swa", SWA), ("diagnostics", Diagnostics)):
     CALLBACKS.register(_name)(_cls)
 
 
@@ -41,7 +42,7 @@ def build_callbacks(cfg: Mapping[str, Any] | None) -> list[Callback]:
 
 
 __all__ = [
-    "CALLBACKS", "Callback", "EMA", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint", "Monitored",
-    "NonFiniteLoss", "NonFiniteLossError", "Progress", "SWA", "SignalHandler", "TorchProfiler", "Unfreeze", "WeightAveraging",
-    "build_callbacks", "learning_rates",
+    "CALLBACKS", "Callback", "Diagnostics", "EMA", "EarlyStopping", "LearningRateMonitor", "MetricTracker", "ModelCheckpoint",
+    "Monitored", "NonFiniteLoss", "NonFiniteLossError", "Progress", "SWA", "SignalHandler", "TorchProfiler", "Unfreeze",
+    "WeightAveraging", "build_callbacks", "learning_rates",
 ]

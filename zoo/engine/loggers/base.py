@@ -47,6 +47,10 @@ class Logger:
         """The images tiled into one (see :func:`image_grid`), given to :meth:`log_images`."""
         self.log_images(tag, image_grid(images, nrow)[None], step)
 
+    def log_histogram(self, tag: str, values: Tensor, step: int) -> None:
+        """The distribution of ``values`` (any shape; TensorBoard's HISTOGRAMS tab). Backends without
+        histograms (csv, mlflow) ignore it: a histogram per layer and step is no metric to chart."""
+
     def log_figure(self, tag: str, figure: Any, step: int, close: bool = True) -> None:
         """A matplotlib figure; closed afterwards when ``close``."""
         if close:
@@ -106,6 +110,9 @@ class LoggerCollection(Logger):
 
     def log_image_grid(self, tag: str, images: Tensor, step: int, nrow: int = 8) -> None:
         self._each("log_image_grid", tag, images, step, nrow=nrow)
+
+    def log_histogram(self, tag: str, values: Tensor, step: int) -> None:
+        self._each("log_histogram", tag, values, step)
 
     def log_figure(self, tag: str, figure: Any, step: int, close: bool = True) -> None:
         """Each logger draws ``figure`` without closing it; then it is closed once (when ``close``)."""

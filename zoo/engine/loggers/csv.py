@@ -19,7 +19,7 @@ class CSVLogger(Logger):
     the written rows stay the same, else rewritten whole (atomically, with the full header).
 
     Hyperparameters and tags go to ``<run_dir>/hparams.yaml``. The config (already in
-    ``.hydra/config.yaml``), images, figures and text are not logged.
+    ``.hydra/config.yaml``), images, histograms, figures and text are not logged.
     """
 
     def __init__(self, run_dir: str | Path, filename: str = "metrics.csv", flush_every: int = 100) -> None:

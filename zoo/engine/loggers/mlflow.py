@@ -57,7 +57,7 @@ def _file_name(tag: str, step: int) -> str:
 @LOGGERS.register("mlflow")
 class MLflowLogger(Logger):
     """Parameters, metrics, tags, the config (``config.yaml``), images (``log_images``: MLflow's image
-    log, a grid for several images), figures (``figures/``) and text (``text/``) in one MLflow run,
+    log, a grid for several images), figures (``figures/``) and text (``text/``) in one MLflow run (no histograms),
     named after the run directory unless ``run_name``. The tracking store is ``tracking_uri``, by
     default a local ``file:`` store in ``<run_dir>/mlruns`` (``mlflow ui --backend-store-uri <it>``)."""
 

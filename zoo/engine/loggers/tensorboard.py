@@ -16,7 +16,7 @@ log = logging.getLogger("zoo")
 
 @LOGGERS.register("tensorboard")
 class TensorBoardLogger(Logger):
-    """Scalars, images, figures and text; the config and tags as text (step 0); hyperparameters in the
+    """Scalars, images, histograms, figures and text; the config and tags as text (step 0); hyperparameters in the
     HPARAMS tab, written into the run's own event directory (not a sub-run as ``add_hparams`` makes);
     the model's graph (the GRAPHS tab) unless ``log_graph=False``."""
 
@@ -46,6 +46,9 @@ class TensorBoardLogger(Logger):
 
     def log_images(self, tag: str, images: Tensor, step: int) -> None:
         self.writer.add_images(tag, images, step)
+
+    def log_histogram(self, tag: str, values: Tensor, step: int) -> None:
+        self.writer.add_histogram(tag, values.detach().float().cpu(), step)
 
     def log_figure(self, tag: str, figure: Any, step: int, close: bool = True) -> None:
         self.writer.add_figure(tag, figure, step, close=close)
