@@ -144,6 +144,7 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
     assert {m["optimizer"] for m in metrics} == {"sgd", "adam"}
     with open(tmp_path / "sweep" / "summary.csv", newline="") as f:  # every sweep ends with a summary
         rows = list(csv.DictReader(f))
+    rows.sort(key=lambda r: r["job"])  # the summary lists the best job first
     assert [(r["job"], r["overrides"], r["status"]) for r in rows] == [("0", "optimizer=sgd", "ok"),
                                                                          ("1", "optimizer=adam", "ok")]
     assert [float(r["best"]) for r in rows] == pytest.approx([m["best/val/acc"] for m in metrics], rel=1e-5)
