@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,8 @@ def main() -> None:
     print(text)
     if args.update_readme:
         update_readme(text, START, END)
+        if (search / "search.png").exists():  # the README's figure of the search
+            shutil.copyfile(search / "search.png", REPO / "docs" / "search_digits_lenet5.png")
 
 
 if __name__ == "__main__":
