@@ -168,6 +168,7 @@ def test_zoo_list() -> None:
     assert rows["resnext101_64x4d"][-1] == "IMAGENET1K_V1" and rows["resnet20"][-1] == "-"
 
 
+@pytest.mark.slow  # builds every model on the meta device again, as test_zoo_list does
 def test_zoo_list_names_an_unknown_task_and_stops_quietly_on_a_closed_pipe() -> None:
     import subprocess
     import sys

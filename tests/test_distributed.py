@@ -22,7 +22,9 @@ COMMON = ["trainer.max_epochs=2", "logger=none", "augmentation=none",
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-@pytest.mark.parametrize("extra", [[], ["transfer=linear_probe", "transfer.gradual_unfreeze=1"], ["trainer.accumulate_grad_batches=2", "optimizer=sgd", "optimizer.lr=0.05"]],
+@pytest.mark.parametrize("extra", [[], pytest.param(["transfer=linear_probe", "transfer.gradual_unfreeze=1"], marks=pytest.mark.slow),
+                                   pytest.param(["trainer.accumulate_grad_batches=2", "optimizer=sgd", "optimizer.lr=0.05"],
+                                                marks=pytest.mark.slow)],
                          ids=["plain", "gradual_unfreeze", "accumulate"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, extra: list[str]) -> None:
     """Also with gradual unfreezing (stages that start training mid-run are all-reduced too) and with
@@ -49,6 +51,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # the default suite has the two Slurm tasks, which meet at one address the same way
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_nodes_match_one_process(tmp_path: Path) -> None:
     """Multi-node: two torchrun launches (``--nnodes 2 --node-rank 0|1``) meeting at one address, as on two

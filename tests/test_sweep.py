@@ -102,7 +102,8 @@ def test_exit_status_after_the_jobs(monkeypatch: pytest.MonkeyPatch, codes: list
     assert sweep.exit_status() == status
 
 
-@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      pytest.param(["hydra/launcher=submitit_local"], marks=pytest.mark.slow)],
                          ids=["joblib", "submitit_local"])
 def test_the_summary_and_exit_status_hold_with_other_launchers(tmp_path: Path, launcher: list[str]) -> None:
     """Jobs in joblib's worker processes, or submitted through submitit (its local executor standing

@@ -16,6 +16,11 @@ CLASSIFIERS = list_models(task="classification")
 #: (entries flagged ``slow`` in their metadata, e.g. WRN-28-10, go with the large ones)
 SMALL = [n for n in CLASSIFIERS if model_info(n)["input_size"] <= 64 and not model_info(n).get("slow")]
 LARGE = [n for n in CLASSIFIERS if n not in SMALL]
+#: the default suite builds every small model and the shortest-named large one of each family (resnet18,
+#: vgg11, ...); the other large variants of a family share its code and run with ``-m slow``
+_FIRST_LARGE = {min((n for n in LARGE if model_info(n)["family"] == f), key=lambda n: (len(n), n))
+                for f in {model_info(n)["family"] for n in LARGE}}
+EVERY = [n if n in SMALL or n in _FIRST_LARGE else pytest.param(n, marks=pytest.mark.slow) for n in CLASSIFIERS]
 
 
 def _input(name: str, batch: int = 2, in_chans: int = 3) -> torch.Tensor:
@@ -30,7 +35,7 @@ def test_metadata(name: str) -> None:
     assert isinstance(info["input_size"], int) and info["input_size"] > 0
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", EVERY)
 def test_contract_shapes(name: str) -> None:
     model = create_model(name, num_classes=7, in_chans=3).eval()
     assert isinstance(model, Classifier)
@@ -52,7 +57,7 @@ def test_contract_shapes(name: str) -> None:
         assert model(x).shape == (2, model.num_features)
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", EVERY)
 def test_in_chans(name: str) -> None:
     model = create_model(name, num_classes=3, in_chans=1).eval()
     with torch.no_grad():
