@@ -20,13 +20,12 @@ Options after ``--`` go to every run as Hydra overrides (e.g. ``-- trainer.devic
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo_results import REPO, split_overrides, train_run, update_readme
+from zoo_results import REPO, finished, publish, split_overrides, train_run
 
 START, END = "<!-- notes:start -->", "<!-- notes:end -->"
 RESNET = ("experiment=resnet20_digits", "model.input_size=16", "trainer.max_epochs=10")
@@ -121,8 +120,7 @@ def main() -> None:
             continue
         run_dir = out / row.name
         if args.from_runs:
-            path = run_dir / "metrics.json"
-            metrics = json.loads(path.read_text()) if path.exists() else None
+            metrics = finished(run_dir)
         else:
             t0 = time.perf_counter()
             metrics = train_run(run_dir, [*row.args(out), *overrides], args.threads)
@@ -131,12 +129,7 @@ def main() -> None:
                       f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         if metrics is not None and "test" in metrics:
             done.append((row, metrics))
-    if not done:
-        raise SystemExit("error: no finished runs to tabulate")
-    text = table(done)
-    print(text)
-    if args.update_readme:
-        update_readme(text, START, END)
+    publish(done, table, args.update_readme, START, END)
 
 
 if __name__ == "__main__":

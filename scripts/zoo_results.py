@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -89,6 +90,22 @@ def update_readme(text: str, start: str = START, end: str = END) -> None:
     readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
+def finished(run_dir: Path) -> dict | None:
+    """The metrics of a finished run directory, or None."""
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def publish(rows: list, make_table: Callable[[list], str], update: bool, start: str = START, end: str = END) -> None:
+    """Print the table of ``rows`` (runs that reached their test), and with ``update`` put it in the README."""
+    if not rows:
+        raise SystemExit("error: no finished runs to tabulate")
+    text = make_table(rows)
+    print(text)
+    if update:
+        update_readme(text, start, end)
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """The script's own arguments, and the Hydra overrides after ``--`` for every run."""
     if "--" not in argv:
@@ -110,19 +127,10 @@ def main() -> None:
 
     rows = []
     for name in experiments(args.names):
-        if args.from_runs:
-            path = args.out / name / "metrics.json"
-            metrics = json.loads(path.read_text()) if path.exists() else None
-        else:
-            metrics = run_one(name, args.out, overrides, args.threads)
+        metrics = finished(args.out / name) if args.from_runs else run_one(name, args.out, overrides, args.threads)
         if metrics is not None and "test" in metrics:
             rows.append((name, metrics))
-    if not rows:
-        raise SystemExit("error: no finished runs to tabulate")
-    text = table(rows)
-    print(text)
-    if args.update_readme:
-        update_readme(text)
+    publish(rows, table, args.update_readme)
 
 
 if __name__ == "__main__":
