@@ -77,10 +77,11 @@ def test_readme_callback_example_runs(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _own_keys(stem: str) -> tuple[list[str], dict[str, object]]:
-    """A model yaml's same-group defaults and its own keys, unresolved."""
+    """A model yaml's same-group defaults and its own keys, unresolved (entries for other groups, as
+    knn's ``override /task@_global_.task: knn``, are not model keys)."""
     node = OmegaConf.to_container(OmegaConf.load(MODEL_DIR / f"{stem}.yaml"), resolve=False)
     assert isinstance(node, dict)
-    defaults = [d for d in node.pop("defaults", []) if d != "_self_"]
+    defaults = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
     return defaults, node
 
 

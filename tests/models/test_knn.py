@@ -144,3 +144,11 @@ def test_a_regularizer_is_refused_for_knn() -> None:
     build_task({"name": "knn"}, model, "knn", regularizer=Regularizer(), num_classes=10)  # none: fine
     with pytest.raises(ConfigError, match=r"^task=knn has no weights to optimise, so a regularizer would do nothing"):
         build_task({"name": "knn"}, model, "knn", regularizer=Regularizer(l1=1e-4), num_classes=10)
+
+
+def test_model_knn_alone_brings_its_task_and_no_augmentation(tmp_path: Path) -> None:
+    """``python train.py model=knn``: the model config picks task=knn and augmentation=none (the trainer
+    knows nothing of kNN); the stored, unaugmented training split gives the experiment's accuracy."""
+    cfg = make_cfg(tmp_path, "model=knn", "trainer.max_epochs=1", "logger=none")
+    assert cfg.task.name == "knn" and dict(cfg.augmentation.ops) == {}
+    assert train(cfg)["test"]["acc"] >= 0.97
