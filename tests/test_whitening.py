@@ -106,3 +106,24 @@ def test_a_run_trains_on_zca_whitened_digits(tmp_path: Path) -> None:
 
     result = train(make_cfg(tmp_path, *FAST, "data.normalize=zca", "trainer.max_epochs=3"))
     assert result["test"]["acc"] > 0.8
+
+
+def test_tensorboard_shows_the_whitened_images(tmp_path: Path) -> None:
+    """``data/train_augmented`` is the first training batch as the model sees it, each image min-max
+    scaled: per-channel normalisation is affine, so it draws the same grid as raw pixels, while ZCA's
+    grid is the whitened images."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.helpers import make_cfg
+    from zoo.pipeline import train
+
+    grids = {}
+    for mode in ("none", "channel", "zca"):
+        run = tmp_path / mode
+        train(make_cfg(run, f"data.normalize={mode}", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                       "trainer.limit_val_batches=1", "test=false", "logger=tensorboard"))
+        (run_dir,) = [p.parent for p in run.rglob("tensorboard/events.*")][:1]
+        events = EventAccumulator(str(run_dir)).Reload()
+        grids[mode] = events.Images("data/train_augmented")[0].encoded_image_string
+    assert grids["channel"] == grids["none"]
+    assert grids["zca"] != grids["channel"]
