@@ -29,10 +29,10 @@ class Scripted(ClassificationTask):
     """Classification with hooks to misbehave at a given training step (1-based)."""
 
     def __init__(self, *args: Any, signal_at: int | None = None, nan_at: int | tuple[int, ...] = (), kill_at: int | None = None,
-                 **kwargs: Any) -> None:
+                 signal_at_val: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.calls = 0
-        self.signal_at, self.kill_at = signal_at, kill_at
+        self.calls = self.val_calls = 0
+        self.signal_at, self.kill_at, self.signal_at_val = signal_at, kill_at, signal_at_val
         self.nan_at = {nan_at} if isinstance(nan_at, int) else set(nan_at)
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -45,6 +45,13 @@ class Scripted(ClassificationTask):
         if self.calls in self.nan_at:
             out["loss"] = out["loss"] * float("nan")
         return out
+
+
+    def validation_step(self, batch: Any) -> None:
+        self.val_calls += 1
+        super().validation_step(batch)
+        if self.val_calls == self.signal_at_val:
+            signal.raise_signal(signal.SIGTERM)
 
 
 class Unseekable:
@@ -104,6 +111,22 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path: Path, reference: 
     assert state["global_step"] == 27 and state["partial_epoch"]["epoch"] == 1 and state["partial_epoch"]["batches"] == 7
 
     resumed, result = _fit(tmp_path / "b", ckpt=last, unseekable=unseekable)
+    assert result["global_step"] == 40
+    _assert_same(resumed.model, reference)
+
+
+def test_sigterm_in_the_last_validation_stops_before_the_test(tmp_path: Path, reference: dict) -> None:
+    """A signal after the last optimizer step (here in the final epoch's validation) is not lost: the
+    fit stops once the epoch's last.pt is written, instead of going on to the test (or the next job of
+    a sweep); resuming from it finishes the run with the uninterrupted run's weights."""
+    val_batches = 3  # digits' 180 validation images in batches of 64
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(tmp_path / "a", signal_at_val=val_batches + 2)  # in the second (last) epoch's validation
+    assert info.value.exit_code == 128 + signal.SIGTERM and "in epoch 2" in str(info.value)
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["global_step"] == 40 and "partial_epoch" not in state
+    resumed, result = _fit(tmp_path / "b", ckpt=last)
     assert result["global_step"] == 40
     _assert_same(resumed.model, reference)
 

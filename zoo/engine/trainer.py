@@ -204,6 +204,10 @@ class Trainer:
             self.call("on_fit_start", task)
             for epoch in range(s.epoch, s.max_epochs):
                 history.append(self._run_epoch(task, step_fn, train, val, epoch))
+                if self.dist.enabled and distributed.any_rank(s.interrupt is not None, self.device):
+                    s.interrupt = s.interrupt or signal.SIGTERM
+                if s.interrupt is not None:  # a signal after the epoch's last step (in validation): last.pt is
+                    self._interrupted()      # the epoch's end; stop before another epoch or the test
                 if s.should_stop:
                     break
             self.call("on_fit_end", task)

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 class SignalHandler(Callback):
     """Turns the first SIGINT/SIGTERM during a fit into ``trainer.state.interrupt``: after the current
     optimizer step the checkpoint callback writes ``last.pt`` (with the position in the epoch) and
-    the trainer exits with status 128+N and one line saying how to resume. A second signal stops at
+    the trainer exits with status 128+N and one line saying how to resume; a signal after an epoch's
+    last step (during its validation) stops at the epoch's end, before another epoch or the test. A second signal stops at
     once. In a distributed job every rank stops at the same step. Previous handlers come back at the
     end of the fit."""
 
