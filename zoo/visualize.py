@@ -5,7 +5,8 @@ On the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`):
 - ``filters``: the first convolution's filters as an image grid (``filters.png``);
 - ``activations``: the feature maps of ``feature_info`` stages (``--layer``: one or several, default all) for image
   files prepared as the training data was (:func:`zoo.predict.load_image`), one grid per stage
-  (``activations_<stage>.png``: a row per image, a column per channel);
+  (``activations_<stage>.png``: a row per image, a column per channel, each map scaled on its own; 1x1 maps on one
+  scale per image);
 - ``tsne``: t-SNE (scikit-learn) of the penultimate features (``forward_head(..., pre_logits=True)``) of a split of
   the checkpoint's own dataset: ``tsne.csv`` (index, label, x, y per image), ``tsne.png`` (a scatter coloured by
   class) and ``tsne_mosaic.png`` (the images as thumbnails at their embedded positions: the "CNN codes" figure);
@@ -116,11 +117,15 @@ def write_activations(model: nn.Module, images: Sequence[str | Path], xs: torch.
         a = acts[stage].float().cpu()
         if a.dim() == 2:
             a = a[:, :, None, None]  # a vector: one 1x1 map per unit
-        channels = min(a.shape[1], max_channels)
-        tiles = [_unit(a[i, c]) for i in range(a.shape[0]) for c in range(channels)]
+        channels, shape = min(a.shape[1], max_channels), tuple(a.shape[1:])
+        if a.shape[-2:].numel() == 1:  # 1x1 maps: each alone is a constant, so one scale over the image's channels
+            a = torch.stack([_unit(a[i, :channels]) for i in range(a.shape[0])])
+            tiles = [a[i, c] for i in range(a.shape[0]) for c in range(channels)]
+        else:
+            tiles = [_unit(a[i, c]) for i in range(a.shape[0]) for c in range(channels)]
         labels = [f"{Path(images[i]).stem} c{c}" for i in range(a.shape[0]) for c in range(channels)]
         path = out / f"activations_{stage.replace('.', '_')}.png"
-        _grid_figure(tiles, channels, f"{stage}: {tuple(a.shape[1:])}, first {channels} channels", path, labels, "viridis")
+        _grid_figure(tiles, channels, f"{stage}: {shape}, first {channels} channels", path, labels, "viridis")
         written.append(path)
     return written
 
