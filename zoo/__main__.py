@@ -7,6 +7,9 @@ torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>`
 ``python -m zoo explain CKPT IMAGE [IMAGE ...] --method M --out DIR``: attribution maps of a classifier
 (:mod:`zoo.explain`, Captum).
 
+``python -m zoo visualize CKPT --what filters|activations|tsne|class_model --out DIR``: first-layer filters,
+activation maps, a t-SNE of penultimate features, class-model images (:mod:`zoo.visualize`).
+
 ``python -m zoo gradcheck MODEL`` and ``python -m zoo summary MODEL``: :mod:`zoo.tools`."""
 
 from __future__ import annotations
@@ -90,6 +93,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from zoo.visualize import visualize
+
+    layers = [s for text in args.layer or () for s in text.split(",") if s] or None
+    written = visualize(args.ckpt, args.what, args.out, args.image or (), layers, args.split, args.max_points,
+                        args.target, args.steps, args.lr, args.l2, args.seed, args.device)
+    print(f"wrote {len(written)} file{'s' if len(written) != 1 else ''} to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description="zoo model registry")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +139,25 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--steps", type=int, default=50, help="integrated_gradients' points on the path (default 50)")
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=cmd_explain)
+    v = sub.add_parser("visualize", help="filters, activations, t-SNE of features, class models of a classifier checkpoint",
+                       description="Write under --out: filters.png (--what filters); activations_<stage>.png per stage "
+                                   "(--what activations, --image); tsne.csv, tsne.png, tsne_mosaic.png (--what tsne); "
+                                   "class_model_<class>.png per class (--what class_model).")
+    v.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
+    v.add_argument("--what", required=True, help="filters, activations, tsne or class_model")
+    v.add_argument("--out", default="visualize", help="output directory (default ./visualize)")
+    v.add_argument("--image", nargs="+", default=None, help="activations: image files (PNG, JPEG)")
+    v.add_argument("--layer", action="append", default=None,
+                   help="activations: a stage (module name), repeatable or comma-separated (default: every feature_info stage)")
+    v.add_argument("--split", default="val", help="tsne: the split of the checkpoint's dataset, val or test (default val)")
+    v.add_argument("--max-points", type=int, default=500, help="tsne: at most this many images (default 500)")
+    v.add_argument("--target", nargs="+", default=None, help="class_model: class names or indices (default: every class)")
+    v.add_argument("--steps", type=int, default=200, help="class_model: gradient-ascent steps (default 200)")
+    v.add_argument("--lr", type=float, default=1.0, help="class_model: Adam's step size (default 1.0)")
+    v.add_argument("--l2", type=float, default=1e-3, help="class_model: the L2 penalty's weight on the image (default 1e-3)")
+    v.add_argument("--seed", type=int, default=0, help="tsne: its random state (default 0)")
+    v.add_argument("--device", default="cpu")
+    v.set_defaults(fn=cmd_visualize)
     from zoo.tools.cli import add_parsers
 
     add_parsers(sub)  # gradcheck, summary
