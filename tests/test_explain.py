@@ -6,38 +6,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_cfg
 from zoo.__main__ import main
 from zoo.explain import Options, attribute
-from zoo.pipeline import train
 
 pytest.importorskip("captum")
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A LeNet-5 checkpoint, six test digits as 8x8 PNG files, and the model, inputs, labels and ink masks."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
+def digits(lenet5_digits: dict[str, Any]) -> dict[str, Any]:
+    """The shared LeNet-5 checkpoint and six test digits (conftest), with the model, inputs, labels and ink masks."""
     from zoo.predict import load_image
     from zoo.trained import load_classifier
 
-    tmp = tmp_path_factory.mktemp("explain")
-    train(make_cfg(tmp / "run", "trainer.max_epochs=4", "logger=none", "test=false", "augmentation=none",
-                   "callbacks.progress.mode=none"))
-    ckpt = tmp / "run" / "checkpoints" / "best.pt"
-    bunch = load_digits()
-    files, labels = [], []
-    for i in range(-6, 0):  # the last digits of the set
-        path = tmp / f"digit{len(files)}.png"
-        Image.fromarray((bunch.images[i] * 255 / 16).astype(np.uint8), mode="L").save(path)
-        files.append(path)
-        labels.append(int(bunch.target[i]))
+    ckpt, files, labels, tmp = (lenet5_digits[k] for k in ("ckpt", "files", "labels", "dir"))
     model, state = load_classifier(ckpt, "ckpt")
     xs = [load_image(p, state) for p in files]
     mean, std = state["data_info"]["mean"][0], state["data_info"]["std"][0]

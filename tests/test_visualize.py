@@ -10,30 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_cfg
 from zoo.__main__ import main
-from zoo.pipeline import train
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A LeNet-5 checkpoint and two test digits as 8x8 PNG files."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    tmp = tmp_path_factory.mktemp("visualize")
-    train(make_cfg(tmp / "run", "trainer.max_epochs=4", "logger=none", "test=false", "augmentation=none",
-                   "callbacks.progress.mode=none"))
-    bunch = load_digits()
-    files = []
-    for i in (-2, -1):
-        path = tmp / f"digit{len(files)}.png"
-        Image.fromarray((bunch.images[i] * 255 / 16).astype(np.uint8), mode="L").save(path)
-        files.append(path)
-    return {"ckpt": tmp / "run" / "checkpoints" / "best.pt", "files": files, "dir": tmp}
+def digits(lenet5_digits: dict[str, Any]) -> dict[str, Any]:
+    """The shared LeNet-5 checkpoint (conftest) and two of its test digits as 8x8 PNG files."""
+    return {"ckpt": lenet5_digits["ckpt"], "files": lenet5_digits["files"][-2:], "dir": lenet5_digits["dir"]}
 
 
 def _run(digits: dict[str, Any], out: Path, *args: str) -> int:
