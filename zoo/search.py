@@ -140,18 +140,16 @@ def _sampler(opts: SearchOptions) -> optuna.samplers.BaseSampler:
 
 
 def _override(key: str, value: Any) -> str:
-    return f"{key}={'null' if value is None else value!r}" if isinstance(value, float) or value is None \
-        else f"{key}={value}"
+    if value is None:
+        return f"{key}=null"
+    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"  # repr: the float exactly
 
 
-def _job_metrics(ret: JobReturn) -> dict[str, Any]:
-    import json
-
+def _run_dir(ret: JobReturn) -> Path | None:
     try:
-        run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))  # type: ignore[union-attr]
-        return {"run_dir": str(run_dir), **json.loads((run_dir / "metrics.json").read_text())}
-    except (AttributeError, OSError, ValueError):
-        return {}
+        return Path(str(ret.hydra_cfg.hydra.runtime.output_dir))  # type: ignore[union-attr]
+    except AttributeError:
+        return None
 
 
 def _value(ret: JobReturn) -> float | None:
@@ -164,11 +162,12 @@ def _value(ret: JobReturn) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _check_direction(opts: SearchOptions, metrics: Mapping[str, Any]) -> None:
-    mode = metrics.get("monitor_mode")
+def _check_direction(opts: SearchOptions, info: Mapping[str, Any]) -> None:
+    """``info``: :func:`zoo.sweep.monitored` of a trial."""
+    mode = info.get("mode")
     if mode is not None and mode != _MODE[opts.direction]:
         other = next(d for d, m in _MODE.items() if m == mode)
-        monitor = next((k[len("best/"):] for k in metrics if k.startswith("best/")), "the monitor")
+        monitor = info.get("monitor") or "the monitor"
         raise ConfigError(f"hydra.sweeper.direction={opts.direction}, but the trials monitor {monitor} "
                           f"(mode {mode}); set hydra.sweeper.direction={other}")
 
@@ -213,15 +212,15 @@ def _run(opts: SearchOptions, arguments: Sequence[str], config: DictConfig, laun
         validate(overrides)
         results = launcher.launch(overrides, initial_job_idx=done)
         for trial, ret in zip(batch, results):
-            value = _value(ret)
-            metrics = _job_metrics(ret)
+            value, run_dir = _value(ret), _run_dir(ret)
+            info = zoo_sweep.monitored(run_dir / "metrics.json") if run_dir is not None else {}
             if value is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
-                _check_direction(opts, metrics)
+                _check_direction(opts, info)
                 study.tell(trial, value)
-            trials.append({"number": done, "params": trial.params, "value": value, "run_dir": metrics.get("run_dir"),
-                           "monitor": next((k[len("best/"):] for k in metrics if k.startswith("best/")), None)})
+            trials.append({"number": done, "params": trial.params, "value": value,
+                           "run_dir": None if run_dir is None else str(run_dir), "monitor": info.get("monitor")})
             done += 1
         returns.append(results)
     report(trials, space, opts.direction, sweep_dir)

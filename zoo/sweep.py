@@ -126,8 +126,9 @@ def run_job(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return None
 
 
-def _metrics(path: Path) -> dict[str, Any]:
-    """The monitored metric, its best value and its test value from a job's ``metrics.json``."""
+def monitored(path: Path) -> dict[str, Any]:
+    """The monitored metric, its best value, its test value and its mode from a job's ``metrics.json``
+    (empty without one)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -263,7 +264,7 @@ class SweepSummary(Callback):
         row = {"job": int(config.hydra.job.num), "overrides": list(job_return.overrides or []),
                "status": outcome.status, "code": outcome.code,
                "wall_s": None if outcome.status == NOT_RUN else round(time.perf_counter() - self._started, 1),
-               "error": outcome.error, **_metrics(job_dir / "metrics.json")}
+               "error": outcome.error, **monitored(job_dir / "metrics.json")}
         job_dir.mkdir(parents=True, exist_ok=True)
         _write(job_dir / JOB_FILE, json.dumps(row) + "\n")
 
