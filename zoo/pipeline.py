@@ -33,6 +33,7 @@ from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
 from zoo.ensemble import Ensemble, MemberBatches, check_members, checkpoint_paths
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.figures import check_classifier, check_figures, requested, write_figures
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options, check_value
@@ -81,6 +82,7 @@ def _check_evaluate(c: dict[str, Any]) -> None:
         raise ConfigError("an ensemble is evaluated on split=val or split=test (the training split is shuffled, "
                           "so the members would not see the same samples in the same order)")
     check_config(c, CONFIG_DIR, "evaluate")
+    check_figures(c.get("figures"), len(checkpoint_paths(c["ckpt_path"])))
     build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
 
@@ -341,6 +343,7 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if paths[0] != c["ckpt_path"]:  # a list of one, or a glob that matches one file
         c = {**c, "ckpt_path": paths[0]}
     state, run_cfg = _stored_run(c, c["ckpt_path"])
+    check_classifier(state, c.get("figures"))
     tta_cfg = c.get("tta") or {"name": "none"}
     trainer = _evaluation_trainer(c, run_dir)
     run = build_run(run_cfg, trainer.device, checkpoint=state)
@@ -377,6 +380,10 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             trainer.logger.log_scalars({f"{split}_tta/{k}": v for k, v in tta_metrics.items()}, 0)
         result.update(task.report(trainer.logger, split, 0))  # of the last pass: the single view
         write_json(result, run_dir / "metrics.json")
+        if requested(c.get("figures")):
+            figures = write_figures(c["ckpt_path"], c["figures"], split, run_dir / "figures", trainer.logger,
+                                    str(trainer.device))
+            log.info("%d figures written to %s", len(figures), run_dir / "figures")
         return result
     finally:
         trainer.logger.close()
