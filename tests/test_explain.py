@@ -18,7 +18,7 @@ pytest.importorskip("captum")
 @pytest.fixture(scope="module")
 def digits(lenet5_digits: dict[str, Any]) -> dict[str, Any]:
     """The shared LeNet-5 checkpoint and six test digits (conftest), with the model, inputs, labels and ink masks."""
-    from zoo.predict import load_image
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
 
     ckpt, files, labels, tmp = (lenet5_digits[k] for k in ("ckpt", "files", "labels", "dir"))

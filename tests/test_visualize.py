@@ -102,7 +102,7 @@ def test_missing_checkpoint_is_one_error_line(tmp_path: Path, capsys: pytest.Cap
 
 def test_dream_raises_the_stage_objective(digits: dict[str, Any], tmp_path: Path) -> None:
     from zoo.explain import module_named
-    from zoo.predict import load_image
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
     from zoo.visualize import DreamOptions, dream
 

@@ -4,7 +4,7 @@ On the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`):
 
 - ``filters``: the first convolution's filters as an image grid (``filters.png``);
 - ``activations``: the feature maps of ``feature_info`` stages (``--layer``: one or several, default all) for image
-  files prepared as the training data was (:func:`zoo.predict.load_image`), one grid per stage
+  files prepared as the training data was (:func:`zoo.trained.load_image`), one grid per stage
   (``activations_<stage>.png``: a row per image, a column per channel, each map scaled on its own; 1x1 maps on one
   scale per image);
 - ``tsne``: t-SNE (scikit-learn) of the penultimate features (``forward_head(..., pre_logits=True)``) of a split of
@@ -427,7 +427,7 @@ def visualize(ckpt: str | Path, what: str, out: str | Path, opts: Options = Opti
     """Write ``what``'s files under ``out`` and return their paths. Every input is checked before anything is
     written."""
     from zoo.explain import default_cam_layer, module_named, resolve_target
-    from zoo.predict import load_image
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
 
     check_what(what)
