@@ -364,7 +364,7 @@ def write_dreams(model: nn.Module, state: dict[str, Any], names: Sequence[str], 
     for name, x in zip(names, xs):
         dreamt, before, after = dream(model, module, x[None], opts, (0 - mean) / std, (1 - mean) / std)
         fig = Figure(figsize=(6, 3.4), layout="constrained")
-        for ax, (title, img) in zip(fig.subplots(1, 2), ((name, x[None]), ("dream", dreamt))):
+        for ax, (title, img) in zip(fig.subplots(1, 2), ((Path(name).name, x[None]), ("dream", dreamt))):
             shown = (img * std + mean).clamp(0, 1)[0].cpu()
             ax.imshow(shown.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(title, fontsize=9)
