@@ -66,7 +66,7 @@ def _check_train(c: dict[str, Any]) -> None:
     model_info(c["model"]["name"])  # an unknown name, with close matches; imports the families
     check_options("model", model, MODELS.get(c["model"]["name"]).obj)
     trainer = TrainerConfig.from_dict(c["trainer"])
-    check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
+    check_warmup(c["scheduler"].get("warmup_epochs", 0), trainer.max_epochs)  # fast_dev_run keeps the run's schedule
     check_closure(c["optimizer"]["name"], str(trainer.precision), trainer.accumulate_grad_batches)  # auto: when it resolves
     build_regularizer(c.get("regularizer"))
     for callback in build_callbacks(c.get("callbacks")):
