@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("explain", help="attribution maps of a classifier checkpoint on image files (Captum)",
                        description="Write <out>/<image>_<method>.png per image and method: the image, the attribution "
                                    "map and their overlay, the top-k predicted classes in the title. Needs Captum "
-                                   "(pip install 'zoo[viz]').")
+                                   "(pip install -e '.[viz]').")
     e.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
     e.add_argument("images", nargs="+", help="image files (PNG, JPEG), prepared as the checkpoint's training data")
     e.add_argument("--method", default="saliency",

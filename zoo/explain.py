@@ -33,10 +33,11 @@ METHODS = ("saliency", "guided_backprop", "deconvnet", "occlusion", "gradcam", "
 
 def captum_attr() -> Any:
     """``captum.attr``; a missing Captum is a one-line :class:`ConfigError` naming the extra that installs it."""
-    try:
-        import captum.attr
-    except ImportError:
-        raise ConfigError("explain needs Captum, which is not installed: pip install 'zoo[viz]' (or pip install captum)") from None
+    from zoo.extras import require
+
+    require("viz", "explain")
+    import captum.attr
+
     return captum.attr
 
 

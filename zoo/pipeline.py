@@ -33,13 +33,14 @@ from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
 from zoo.ensemble import Ensemble, MemberBatches, check_members, checkpoint_paths
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.extras import require as require_extra
 from zoo.figures import check_classifier, check_figures, requested, write_figures
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options, check_value
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
-from zoo.tasks import Task, build_task
+from zoo.tasks import TASKS, Task, build_task
 from zoo.tasks.base import for_display
 from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
@@ -72,6 +73,17 @@ def _check_train(c: dict[str, Any]) -> None:
     for callback in build_callbacks(c.get("callbacks")):
         callback.check_trainer(trainer)
     check_loggers(c.get("logger"))
+    check_extras((c.get("task") or {}).get("name"), c.get("logger"))
+
+
+def check_extras(task: str | None, logger: dict[str, Any] | None, feature: str = "task={}") -> None:
+    """The optional extras (:mod:`zoo.extras`) that ``task``'s metrics and the ``logger`` config need, before
+    anything runs; ``feature`` (formatted with the task's name) says who needs them."""
+    if task in TASKS:
+        for extra in TASKS.get(task).obj.extras:
+            require_extra(extra, feature.format(task))
+    if (logger or {}).get("mlflow") is not None:
+        require_extra("mlflow", "logger=mlflow")
 
 
 def _check_evaluate(c: dict[str, Any]) -> None:
@@ -83,6 +95,7 @@ def _check_evaluate(c: dict[str, Any]) -> None:
                           "so the members would not see the same samples in the same order)")
     check_config(c, CONFIG_DIR, "evaluate")
     check_figures(c.get("figures"), len(checkpoint_paths(c["ckpt_path"])))
+    check_extras(None, c.get("logger"))
     build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
 
@@ -344,6 +357,7 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         c = {**c, "ckpt_path": paths[0]}
     state, run_cfg = _stored_run(c, c["ckpt_path"])
     check_classifier(state, c.get("figures"))
+    check_extras(run_cfg["task"]["name"], None, "evaluating a {} checkpoint")
     tta_cfg = c.get("tta") or {"name": "none"}
     trainer = _evaluation_trainer(c, run_dir)
     run = build_run(run_cfg, trainer.device, checkpoint=state)
