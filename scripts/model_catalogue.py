@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The documentation's model catalogue, generated from the registry: one row per registered model with its
-family, task, paper, input size, parameters, GMACs of one forward pass and the torchvision weights it loads.
+family, task, paper (authors and year), input size, parameters, GMACs of one forward pass and the torchvision weights it loads.
 
     python scripts/model_catalogue.py            # rewrite docs/models/catalogue.md
     python scripts/model_catalogue.py --check    # exit 1 when the file is not what the registry gives (CI)
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -29,7 +30,12 @@ from zoo.models.base import count_parameters  # noqa: E402
 from zoo.models.pretrained import torchvision_weight_names  # noqa: E402
 
 OUT = REPO / "docs" / "models" / "catalogue.md"
-HEADER = """# Model catalogue
+HEADER = """---
+hide:
+  - toc
+---
+
+# Model catalogue
 
 Every registered model, generated from the registry by `python scripts/model_catalogue.py` (CI checks that this
 page is current). `python train.py model=<name>` trains one; `create_model(name, num_classes=, in_chans=,
@@ -58,6 +64,12 @@ def gmacs(name: str, model: torch.nn.Module, size: int) -> float | None:
     return counter.get_total_flops() / 2e9
 
 
+def _cite(paper: str) -> str:
+    """``Authors YEAR`` of a registry citation (``He et al. 2015, Deep residual learning ...``)."""
+    m = re.match(r"^\s*(.*?\b(?:19|20)\d\d)\b", paper)
+    return m.group(1) if m else paper.strip()
+
+
 def rows() -> list[str]:
     out = []
     for name in list_models():
@@ -67,7 +79,7 @@ def rows() -> list[str]:
             params = count_parameters(model)
             macs = gmacs(name, model, int(info["input_size"]))
         weights = ", ".join(torchvision_weight_names(name)) or "-"
-        paper = info.get("paper") or "-"
+        paper = "; ".join(_cite(part) for part in (info.get("paper") or "-").split(";"))
         out.append(f"| `{name}` | {info['family']} | {info['task']} | {paper} | {info['input_size']} | {params:,} | "
                    f"{'-' if macs is None else f'{macs:.3g}'} | {weights} |")
     return out
