@@ -178,6 +178,11 @@ def test_random_erasing_erases_one_rectangle_within_the_scale_range() -> None:
     assert ((noise != x).float().mean() > 0) and not (noise == 0).any()
     with pytest.raises(ConfigError, match="value a number or random"):
         parse_augmentation({"ops": {"random_erasing": {"value": "mean"}}})
+    # the batched version draws the rectangles of v2.RandomErasing (the DataLoader path's)
+    batched = torch.cat([(RandomErasing(p=1.0)(x, _gen(s)) == 0).float().mean((1, 2, 3)) for s in range(16)])
+    torch.manual_seed(0)
+    per_sample = torch.stack([(RandomErasing(p=1.0).v2(32)(image) == 0).float().mean() for image in x.repeat(16, 1, 1, 1)])
+    assert abs(batched.mean() - per_sample.mean()) < 0.01 and abs(batched.std() - per_sample.std()) < 0.01
 
 
 def test_stages_run_in_order_whatever_the_list_order() -> None:

@@ -19,7 +19,7 @@ stage, in config order):
    TrivialAugment, AutoAugment) are torchvision's v2 transforms drawn anew for every image
    (:class:`PerSampleOp`).
 2. ``normalized``: after normalisation (random erasing, whose value 0 is the mean, as in
-   torchvision's classification references).
+   torchvision's classification references; batched on the fast path).
 3. ``mix``: whole batches with their labels, last (MixUp, CutMix: :class:`BatchMix`); the targets
    become class probabilities, on both paths the same v2 transforms on collated batches.
 
@@ -327,14 +327,16 @@ class AutoAugment(PerSampleOp):
 
 
 @AUGMENTATIONS.register("random_erasing")
-class RandomErasing(PerSampleOp):
+class RandomErasing(BatchOp):
     """With probability ``p``, replace a rectangle of area fraction in ``scale`` and aspect ratio in
-    ``ratio`` by ``value`` (Zhong et al. 2020, "Random erasing data augmentation"; v2.RandomErasing).
-    It runs on the normalised image, as in torchvision's references: ``value`` 0 is the mean pixel,
-    ``random`` per-pixel standard-normal noise."""
+    ``ratio`` (log-uniform) by ``value`` (Zhong et al. 2020, "Random erasing data augmentation";
+    v2.RandomErasing on the DataLoader path). It runs on the normalised image, as in torchvision's
+    references: ``value`` 0 is the mean pixel, ``random`` per-pixel standard-normal noise. The batched
+    version draws v2's up to :attr:`ATTEMPTS` rectangles per image at once and keeps the first that
+    fits, as v2 does one after the other (none fits: the image stays as it is)."""
 
     stage = "normalized"
-    uint8 = False
+    ATTEMPTS = 10
 
     def __init__(self, p: float = 0.25, scale: Sequence[float] = (0.02, 0.33), ratio: Sequence[float] = (0.3, 3.3),
                  value: float | str = 0.0) -> None:
@@ -344,12 +346,34 @@ class RandomErasing(PerSampleOp):
         _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], "random_erasing", "0 < ratio[0] <= ratio[1]", ratio=ratio)
         _check(not isinstance(value, str) or value == "random", "random_erasing", "value a number or random",
                value=value)
-        self.p, self.value = p, value
+        self.p, self.value = p, value if isinstance(value, str) else float(value)
         self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
-    def transform(self) -> Transform:
-        value = self.value if isinstance(self.value, str) else float(self.value)
-        return _v2().RandomErasing(self.p, scale=self.scale, ratio=self.ratio, value=value)
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, c, height, width = x.shape
+        tries = (n, self.ATTEMPTS)
+        area = height * width * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(tries, generator=gen))
+        log_ratio = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * torch.rand(tries, generator=gen)
+        h = torch.sqrt(area * torch.exp(log_ratio)).round().long()
+        w = torch.sqrt(area / torch.exp(log_ratio)).round().long()
+        fits = (h < height) & (w < width)
+        first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits (0 if none does)
+        h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
+        erase = (torch.rand(n, generator=gen) < self.p) & fits.any(1)
+        top = (torch.rand(n, generator=gen) * (height - h + 1)).long()  # uniform in [0, height - h]
+        left = (torch.rand(n, generator=gen) * (width - w + 1)).long()
+        rows, cols = torch.arange(height).view(1, -1), torch.arange(width).view(1, -1)
+        inside = ((rows >= top[:, None]) & (rows < (top + h)[:, None]))[:, :, None] \
+            & ((cols >= left[:, None]) & (cols < (left + w)[:, None]))[:, None, :]
+        mask = (inside & erase.view(-1, 1, 1)).unsqueeze(1).to(x.device)
+        if self.value == "random":
+            fill = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        else:
+            fill = torch.full((), float(self.value), device=x.device, dtype=x.dtype)
+        return torch.where(mask, fill, x)
+
+    def v2(self, size: int) -> Transform:
+        return _v2().RandomErasing(self.p, scale=self.scale, ratio=self.ratio, value=self.value)
 
 
 class MixOp(AugmentOp):
