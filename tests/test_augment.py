@@ -227,14 +227,17 @@ def test_training_with_the_new_augmentation_lowers_the_loss(tmp_path: Path, augm
     assert losses[-1] < losses[0] and metrics["history"][-1]["val/acc"] > 0.5
 
 
-@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
-def test_a_loss_without_soft_targets_refuses_mixup_in_one_line(tmp_path: Path, loss: str) -> None:
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (("task.loss=hinge", "task.label_smoothing=null"), "task.loss=hinge takes class indices only; use task.loss=bce|cross_entropy"),
+    (("task.loss=squared_hinge", "task.label_smoothing=null"), "task.loss=squared_hinge"),
+    (("model=knn",), "task=knn"),
+], ids=["hinge", "squared_hinge", "knn"])
+def test_what_cannot_take_soft_targets_refuses_mixup_in_one_line(tmp_path: Path, overrides: tuple[str, ...],
+                                                                 needle: str) -> None:
     with pytest.raises(ConfigError) as info:
-        train(make_cfg(tmp_path / "run", *FAST, "augmentation=[digits,mixup]", f"task.loss={loss}",
-                       "task.label_smoothing=null"))
+        train(make_cfg(tmp_path / "run", *FAST, *overrides, "augmentation=[digits,mixup]"))
     message = str(info.value)
-    assert "\n" not in message and f"task.loss={loss}" in message and "cross_entropy" in message
-    assert "augmentation.ops.mixup=null" in message
+    assert "\n" not in message and needle in message and "augmentation.ops.mixup=null" in message
 
 
 class _Probe(nn.Module):
