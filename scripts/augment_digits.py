@@ -51,7 +51,8 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
 
 def table(rows: list[tuple[str, list[dict]]]) -> str:
     """Mean ± standard deviation of the test accuracy over the seeds, and the mean training time."""
-    lines = ["| `augmentation=` | what | test top-1, mean ± std | train time (s) | seeds |", "|---|---|---:|---:|---:|"]
+    lines = ["| `augmentation=` | what | test top-1, mean ± std | train time (s) | seeds |",
+             "|---|---|---:|---:|---:|"]
     for row, runs in rows:
         accs = [100 * m["test"]["acc"] for m in runs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0

@@ -15,8 +15,8 @@ from zoo.cli import check_overrides
 from omegaconf import OmegaConf
 
 from zoo.data import build_datamodule
-from zoo.data.augment import (AutoAugment, BatchMix, ColorJitter, CutMix, HorizontalFlip, MixUp, RandAugment, RandomCrop,
-                              RandomErasing, RandomResizedCrop, Stages, TrivialAugment, parse_augmentation)
+from zoo.data.augment import (AutoAugment, BatchMix, ColorJitter, CutMix, HorizontalFlip, MixUp, RandAugment,
+                              RandomCrop, RandomErasing, RandomResizedCrop, Stages, TrivialAugment, parse_augmentation)
 from zoo.data.tta import TTAModel, build_tta, center_views, ten_crop_views
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.pipeline import evaluate, train
@@ -181,7 +181,8 @@ def test_random_erasing_erases_one_rectangle_within_the_scale_range() -> None:
     # the batched version draws the rectangles of v2.RandomErasing (the DataLoader path's)
     batched = torch.cat([(RandomErasing(p=1.0)(x, _gen(s)) == 0).float().mean((1, 2, 3)) for s in range(16)])
     torch.manual_seed(0)
-    per_sample = torch.stack([(RandomErasing(p=1.0).v2(32)(image) == 0).float().mean() for image in x.repeat(16, 1, 1, 1)])
+    erase = RandomErasing(p=1.0).v2(32)
+    per_sample = torch.stack([(erase(image) == 0).float().mean() for image in x.repeat(16, 1, 1, 1)])
     assert abs(batched.mean() - per_sample.mean()) < 0.01 and abs(batched.std() - per_sample.std()) < 0.01
 
 
@@ -228,7 +229,8 @@ def test_training_with_the_new_augmentation_lowers_the_loss(tmp_path: Path, augm
 
 
 @pytest.mark.parametrize(("overrides", "needle"), [
-    (("task.loss=hinge", "task.label_smoothing=null"), "task.loss=hinge takes class indices only; use task.loss=bce|cross_entropy"),
+    (("task.loss=hinge", "task.label_smoothing=null"),
+     "task.loss=hinge takes class indices only; use task.loss=bce|cross_entropy"),
     (("task.loss=squared_hinge", "task.label_smoothing=null"), "task.loss=squared_hinge"),
     (("model=knn",), "task=knn"),
 ], ids=["hinge", "squared_hinge", "knn"])

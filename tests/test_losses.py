@@ -159,4 +159,5 @@ def test_train_accuracy_with_mixed_targets_counts_the_dominant_class() -> None:
     out = task.training_step((SCORES, mixed))
     assert out["acc"] == task.training_step((SCORES, TARGET))["acc"] and torch.isfinite(out["loss"])
     assert task.soft_targets_refused() is None
-    assert "task.loss=hinge" in (ClassificationTask(torch.nn.Identity(), 3, loss="hinge", label_smoothing=0.0).soft_targets_refused() or "")
+    hinge = ClassificationTask(torch.nn.Identity(), 3, loss="hinge", label_smoothing=0.0)
+    assert "task.loss=hinge" in (hinge.soft_targets_refused() or "")

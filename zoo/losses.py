@@ -57,8 +57,10 @@ def squared_hinge(scores: torch.Tensor, target: torch.Tensor, *, margin: float =
 @LOSSES.register("bce", soft_targets=True)
 def bce(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """One-vs-all binary cross-entropy with logits against the one-hot target (or the given class
-    probabilities), averaged over the ``C`` classes: ``-(1/C) sum_j [t_j log sigmoid(s_j) + (1 - t_j) log(1 - sigmoid(s_j))]``."""
-    onehot = target.to(scores.dtype) if target.is_floating_point() else F.one_hot(target, scores.shape[1]).to(scores.dtype)
+    probabilities ``t``), averaged over the ``C`` classes:
+    ``-(1/C) sum_j [t_j log sigmoid(s_j) + (1 - t_j) log(1 - sigmoid(s_j))]``."""
+    onehot = target if target.is_floating_point() else F.one_hot(target, scores.shape[1])
+    onehot = onehot.to(scores.dtype)
     return F.binary_cross_entropy_with_logits(scores, onehot, reduction="none").mean(1)
 
 

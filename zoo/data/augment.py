@@ -86,6 +86,10 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Ten
     return low + (high - low) * torch.rand(n, generator=gen)
 
 
+def _log_uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.exp(_uniform(n, math.log(low), math.log(high), gen))
+
+
 def _warp(x: torch.Tensor, theta: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
     """Resample each image of ``x`` through its ``(2, 3)`` affine map (output -> input coordinates)."""
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
@@ -96,6 +100,13 @@ def _check(ok: bool, name: str, rule: str, **got: Any) -> None:
     if not ok:
         values = ", ".join(f"{k}={list(v) if isinstance(v, (list, tuple)) else v}" for k, v in got.items())
         raise ConfigError(f"augmentation {name} needs {rule}; got {values}")
+
+
+def _check_area(name: str, scale: Sequence[float], ratio: Sequence[float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A rectangle's area fraction range ``scale`` and aspect-ratio range ``ratio``, checked, as float pairs."""
+    _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, name, "0 < scale[0] <= scale[1] <= 1", scale=scale)
+    _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], name, "0 < ratio[0] <= ratio[1]", ratio=ratio)
+    return (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
 
 @AUGMENTATIONS.register("hflip")
@@ -150,16 +161,12 @@ class RandomResizedCrop(BatchOp):
     geometry = "resize"
 
     def __init__(self, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
-        _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "random_resized_crop", "0 < scale[0] <= scale[1] <= 1",
-               scale=scale)
-        _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], "random_resized_crop", "0 < ratio[0] <= ratio[1]", ratio=ratio)
-        self.scale = (float(scale[0]), float(scale[1]))
-        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.scale, self.ratio = _check_area("random_resized_crop", scale, ratio)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
         area = _uniform(n, *self.scale, gen)
-        aspect = torch.exp(_uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1]), gen))
+        aspect = _log_uniform(n, *self.ratio, gen)
         w = torch.sqrt(area * aspect).clamp(max=1.0)  # crop side as a fraction of the image side
         h = torch.sqrt(area / aspect).clamp(max=1.0)
         cx = (2 * torch.rand(n, generator=gen) - 1) * (1 - w)
@@ -341,21 +348,17 @@ class RandomErasing(BatchOp):
     def __init__(self, p: float = 0.25, scale: Sequence[float] = (0.02, 0.33), ratio: Sequence[float] = (0.3, 3.3),
                  value: float | str = 0.0) -> None:
         _check(0 <= p <= 1, "random_erasing", "0 <= p <= 1", p=p)
-        _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "random_erasing", "0 < scale[0] <= scale[1] <= 1",
-               scale=scale)
-        _check(len(ratio) == 2 and 0 < ratio[0] <= ratio[1], "random_erasing", "0 < ratio[0] <= ratio[1]", ratio=ratio)
+        self.scale, self.ratio = _check_area("random_erasing", scale, ratio)
         _check(not isinstance(value, str) or value == "random", "random_erasing", "value a number or random",
                value=value)
         self.p, self.value = p, value if isinstance(value, str) else float(value)
-        self.scale, self.ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, c, height, width = x.shape
-        tries = (n, self.ATTEMPTS)
-        area = height * width * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(tries, generator=gen))
-        log_ratio = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * torch.rand(tries, generator=gen)
-        h = torch.sqrt(area * torch.exp(log_ratio)).round().long()
-        w = torch.sqrt(area / torch.exp(log_ratio)).round().long()
+        tries = n * self.ATTEMPTS
+        area = height * width * _uniform(tries, *self.scale, gen).view(n, -1)
+        aspect = _log_uniform(tries, *self.ratio, gen).view(n, -1)
+        h, w = torch.sqrt(area * aspect).round().long(), torch.sqrt(area / aspect).round().long()
         fits = (h < height) & (w < width)
         first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits (0 if none does)
         h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)

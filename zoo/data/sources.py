@@ -214,8 +214,9 @@ def build_source_datamodule(
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
             (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), m, whiten_eps=whiten_eps)))
         normalize = Normalize(stats)
-        loaders: dict[str, Any] = tensor_loaders(arrays, opts, Compose([to_float, *stages.pixels, normalize, *stages.normalized]),
-                                                 Compose([to_float, normalize]), device, seed, mix)
+        train_transform = Compose([to_float, *stages.pixels, normalize, *stages.normalized])
+        loaders: dict[str, Any] = tensor_loaders(arrays, opts, train_transform, Compose([to_float, normalize]), device,
+                                                 seed, mix)
     else:
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
             (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), m,
