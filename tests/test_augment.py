@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
 from tests.helpers import CONFIG_DIR, FAST, make_cfg
 from zoo.cli import check_overrides
-from omegaconf import OmegaConf
-
 from zoo.data import build_datamodule
-from zoo.data.augment import (AutoAugment, BatchMix, ColorJitter, CutMix, HorizontalFlip, MixUp, RandAugment,
+from zoo.data.augment import (AutoAugment, BatchMix, ColorJitter, Compose, CutMix, HorizontalFlip, MixUp, RandAugment,
                               RandomCrop, RandomErasing, RandomResizedCrop, Stages, TrivialAugment, parse_augmentation)
+from zoo.data.loaders import TensorLoader
 from zoo.data.tta import TTAModel, build_tta, center_views, ten_crop_views
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.pipeline import evaluate, train
@@ -201,6 +201,26 @@ def test_stages_run_in_order_whatever_the_list_order() -> None:
         parse_augmentation({"ops": {"cutmix": {"alpha": 0}}})
     with pytest.raises(ConfigError, match="magnitude"):
         parse_augmentation({"ops": {"randaugment": {"magnitude": 31}}})
+
+
+def test_fast_path_policies_and_mixing_resume_mid_epoch_exactly() -> None:
+    x, y = torch.rand(40, 1, 16, 16, generator=_gen(6)), torch.arange(40) % 10
+    ops = Stages.of(parse_augmentation({"ops": {"trivialaugment": {}, "random_erasing": {"p": 0.5}, "mixup": {}, "cutmix": {}}}))
+
+    def loader() -> TensorLoader:
+        return TensorLoader(x, y, 8, shuffle=True, transform=Compose([*ops.pixels, *ops.normalized]), seed=3,
+                            mix=ops.mixer(10))
+
+    full = list(loader())
+    first = loader()
+    it = iter(first)
+    next(it), next(it)
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    rest = list(resumed)
+    assert len(rest) == len(full) - 2
+    for (xa, ya), (xb, yb) in zip(full[2:], rest):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["fast", "dataloader"])
