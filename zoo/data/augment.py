@@ -4,11 +4,14 @@ An augmentation config is an ordered mapping of operations, e.g. ``{"ops": {"hfl
 "random_crop": {"padding": 4}}}``; presets in ``configs/augmentation/`` are such mappings, and
 ``augmentation=[flip_crop,color_jitter]`` merges presets (a ``null`` entry switches one off).
 
-Every operation has two implementations of the same distribution:
+Every image operation (:class:`BatchOp`) has two implementations of the same distribution:
 
 * ``op(batch, generator)``: batched, for the in-memory fast path. ``batch`` is an ``(N, C, H, W)``
-  float tensor on any device; one call per mini-batch, no per-sample Python.
+  float tensor on any device; one call per mini-batch, no per-sample Python, except for the v2
+  policies, which have no batched form with per-image parameters (:class:`PerSampleOp`).
 * ``op.v2(size)``: a per-sample ``torchvision.transforms.v2`` transform for the DataLoader path.
+
+Batch mixing (:class:`MixOp`) is one v2 batch transform of images and labels for both paths.
 
 Every operation runs at its :attr:`~AugmentOp.stage`, whatever its place in the config (within a
 stage, in config order):
