@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
 from tests.helpers import CONFIG_DIR, FAST, make_cfg
 from zoo.cli import check_overrides
-from zoo.data.augment import ColorJitter, HorizontalFlip, RandomCrop, RandomResizedCrop, parse_augmentation
+from zoo.data import build_datamodule
+from zoo.data.augment import (AutoAugment, BatchMix, ColorJitter, Compose, CutMix, HorizontalFlip, MixUp, RandAugment,
+                              RandomCrop, RandomErasing, RandomResizedCrop, Stages, TrivialAugment, parse_augmentation)
+from zoo.data.loaders import TensorLoader
 from zoo.data.tta import TTAModel, build_tta, center_views, ten_crop_views
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.pipeline import evaluate, train
@@ -89,6 +93,173 @@ def test_augmentation_configs_compose_and_fail_clearly() -> None:
         parse_augmentation({"hflip": {"p": 0.5}})
     for preset in sorted((CONFIG_DIR / "augmentation").glob("*.yaml")):  # every preset builds
         parse_augmentation(dict(make_cfg(Path("/tmp/unused"), f"augmentation={preset.stem}").augmentation))
+
+
+NEW_PRESETS = ("mixup", "cutmix", "randaugment", "trivialaugment", "autoaugment", "random_erasing")
+
+
+def _labelled(n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` distinct random images and ``n`` distinct labels (so a mixed target shows both weights)."""
+    return torch.rand(n, 1, 16, 16, generator=_gen(2)), torch.arange(n)
+
+
+def test_mixup_targets_and_images_are_the_same_convex_combination() -> None:
+    x, y = _labelled()
+    out, target = BatchMix([MixUp(0.2)], num_classes=10)(x, y, _gen())
+    assert target.shape == (10, 10) and torch.allclose(target.sum(1), torch.ones(10))
+    lam = target[0, 0]  # one lam per batch, each image mixed with its neighbour (v2.MixUp's roll by one)
+    assert 0 <= lam <= 1 and target.min() >= 0
+    expected = lam * torch.eye(10) + (1 - lam) * torch.eye(10).roll(1, 0)
+    torch.testing.assert_close(target, expected)
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x.roll(1, 0))
+    again = BatchMix([MixUp(0.2)], num_classes=10)(x, y, _gen())  # a function of the generator
+    assert torch.equal(again[1], target)
+
+
+def test_cutmix_label_weight_is_the_pasted_area_fraction() -> None:
+    x, y = _labelled()
+    lams = set()
+    for seed in range(5):
+        out, target = BatchMix([CutMix(1.0)], num_classes=10)(x, y, _gen(seed))
+        assert torch.allclose(target.sum(1), torch.ones(10))
+        pasted = (out != x).all(1)  # (N, H, W): pixels from the neighbour
+        assert torch.equal(out[pasted.unsqueeze(1).expand_as(out)], x.roll(1, 0)[pasted.unsqueeze(1).expand_as(out)])
+        fraction = pasted.float().mean((1, 2))
+        torch.testing.assert_close(1 - target[torch.arange(10), y], fraction)
+        torch.testing.assert_close(target[torch.arange(10), y.roll(1)], fraction)
+        lams.add(round(float(fraction[0]), 4))
+    assert len(lams) > 1
+
+
+def test_mixup_or_cutmix_per_batch() -> None:
+    x, y = _labelled()
+    mix = BatchMix([MixUp(0.2), CutMix(1.0)], num_classes=10)
+    kinds = set()
+    for seed in range(12):
+        out, target = mix(x, y, _gen(seed))
+        lam = target[0, 0]
+        kinds.add("mixup" if torch.allclose(out, lam * x + (1 - lam) * x.roll(1, 0)) else "cutmix")
+    assert kinds == {"mixup", "cutmix"}
+
+
+@pytest.mark.parametrize("op", [RandAugment(), TrivialAugment(), AutoAugment("svhn"), AutoAugment("cifar10")],
+                         ids=["randaugment", "trivialaugment", "autoaugment_svhn", "autoaugment_cifar10"])
+def test_policies_draw_their_own_operation_for_every_image(op: RandAugment) -> None:
+    image = torch.rand(1, 1, 16, 16, generator=_gen(4))
+    batch = image.expand(32, -1, -1, -1).contiguous()  # one grey image 32 times
+    state = torch.get_rng_state()
+    out = op(batch, _gen())
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is left as it was
+    assert out.shape == batch.shape and out.dtype == batch.dtype and 0 <= out.min() and out.max() <= 1
+    distinct = {tuple(o.flatten().tolist()) for o in out}
+    assert len(distinct) > 8, "the images of a batch got the same operation"
+    assert torch.equal(op(batch, _gen()), out)  # reproducible from the loader's generator
+    assert op.v2(16)((image[0] * 255).to(torch.uint8)).shape == (1, 16, 16)  # the DataLoader path's transform
+
+
+def test_random_erasing_erases_one_rectangle_within_the_scale_range() -> None:
+    x = torch.rand(64, 1, 32, 32, generator=_gen(5)) + 1  # normalised images with no zero pixel
+    scale = (0.05, 0.2)
+    op = RandomErasing(p=1.0, scale=scale, value=0.0)
+    assert op.stage == "normalized"
+    out = op(x, _gen())
+    boxes = set()
+    for o in out[:, 0]:
+        erased = o == 0
+        rows, cols = erased.any(1).nonzero().flatten(), erased.any(0).nonzero().flatten()
+        assert len(rows), "nothing erased with p=1"
+        box = erased[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.all() and int(erased.sum()) == box.numel()  # one solid rectangle
+        assert scale[0] * 0.8 <= box.numel() / erased.numel() <= scale[1] * 1.2  # (sides rounded to pixels)
+        boxes.add((int(rows[0]), int(cols[0]), box.shape))
+    assert len(boxes) > 32  # a rectangle of its own for every image
+    assert torch.equal(RandomErasing(p=0.0)(x, _gen()), x)
+    noise = RandomErasing(p=1.0, value="random")(x, _gen())
+    assert ((noise != x).float().mean() > 0) and not (noise == 0).any()
+    with pytest.raises(ConfigError, match="value a number or random"):
+        parse_augmentation({"ops": {"random_erasing": {"value": "mean"}}})
+    # the batched version draws the rectangles of v2.RandomErasing (the DataLoader path's)
+    batched = torch.cat([(RandomErasing(p=1.0)(x, _gen(s)) == 0).float().mean((1, 2, 3)) for s in range(16)])
+    torch.manual_seed(0)
+    erase = RandomErasing(p=1.0).v2(32)
+    per_sample = torch.stack([(erase(image) == 0).float().mean() for image in x.repeat(16, 1, 1, 1)])
+    assert abs(batched.mean() - per_sample.mean()) < 0.01 and abs(batched.std() - per_sample.std()) < 0.01
+
+
+def test_stages_run_in_order_whatever_the_list_order() -> None:
+    ops = parse_augmentation({"ops": {"mixup": {}, "random_erasing": {}, "randaugment": {}, "hflip": {}}})
+    stages = Stages.of(ops)
+    assert [type(op).__name__ for op in stages.pixels] == ["RandAugment", "HorizontalFlip"]
+    assert [type(op).__name__ for op in stages.normalized] == ["RandomErasing"]
+    assert [type(op).__name__ for op in stages.mix] == ["MixUp"] and stages.mixer(10) is not None
+    assert Stages.of(parse_augmentation({"ops": {"hflip": {}}})).mixer(10) is None
+    with pytest.raises(ConfigError, match="policy imagenet|cifar10|svhn"):
+        parse_augmentation({"ops": {"autoaugment": {"policy": "mnist"}}})
+    with pytest.raises(ConfigError, match="unknown option augmentation.ops.mixup.beta"):
+        parse_augmentation({"ops": {"mixup": {"beta": 1.0}}})
+    with pytest.raises(ConfigError, match="alpha > 0"):
+        parse_augmentation({"ops": {"cutmix": {"alpha": 0}}})
+    with pytest.raises(ConfigError, match="magnitude"):
+        parse_augmentation({"ops": {"randaugment": {"magnitude": 31}}})
+
+
+def test_fast_path_policies_and_mixing_resume_mid_epoch_exactly() -> None:
+    x, y = torch.rand(40, 1, 16, 16, generator=_gen(6)), torch.arange(40) % 10
+    ops = Stages.of(parse_augmentation({"ops": {"trivialaugment": {}, "random_erasing": {"p": 0.5}, "mixup": {}, "cutmix": {}}}))
+
+    def loader() -> TensorLoader:
+        return TensorLoader(x, y, 8, shuffle=True, transform=Compose([*ops.pixels, *ops.normalized]), seed=3,
+                            mix=ops.mixer(10))
+
+    full = list(loader())
+    first = loader()
+    it = iter(first)
+    next(it), next(it)
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    rest = list(resumed)
+    assert len(rest) == len(full) - 2
+    for (xa, ya), (xb, yb) in zip(full[2:], rest):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["fast", "dataloader"])
+@pytest.mark.parametrize("preset", NEW_PRESETS)
+def test_both_paths_take_every_new_preset(preset: str, in_memory: bool) -> None:
+    cfg = make_cfg(Path("/tmp/unused"), f"augmentation=[flip_crop,{preset}]", f"++data.in_memory={in_memory}",
+                   "++data.num_workers=0", "data.batch_size=16")
+    c = OmegaConf.to_container(cfg, resolve=True)
+    data = build_datamodule(c["data"], c["augmentation"])
+    x, y = next(iter(data.train))
+    assert x.shape == (16, 1, 32, 32) and x.dtype == torch.float32
+    if preset in ("mixup", "cutmix"):
+        assert y.shape == (16, 10) and torch.allclose(y.sum(1), torch.ones(16))
+    else:
+        assert y.shape == (16,) and y.dtype == torch.long
+    assert next(iter(data.val))[1].ndim == 1  # evaluation keeps class indices
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("augmentation", ["mixup", "[flip_crop,trivialaugment]"])
+def test_training_with_the_new_augmentation_lowers_the_loss(tmp_path: Path, augmentation: str) -> None:
+    metrics = train(make_cfg(tmp_path / "run", "trainer.max_epochs=3", "logger=none", f"augmentation={augmentation}",
+                             "test=false"))
+    losses = [epoch["train/loss"] for epoch in metrics["history"]]
+    assert losses[-1] < losses[0] and metrics["history"][-1]["val/acc"] > 0.5
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (("task.loss=hinge", "task.label_smoothing=null"),
+     "task.loss=hinge takes class indices only; use task.loss=bce|cross_entropy"),
+    (("task.loss=squared_hinge", "task.label_smoothing=null"), "task.loss=squared_hinge"),
+    (("model=knn",), "task=knn"),
+], ids=["hinge", "squared_hinge", "knn"])
+def test_what_cannot_take_soft_targets_refuses_mixup_in_one_line(tmp_path: Path, overrides: tuple[str, ...],
+                                                                 needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        train(make_cfg(tmp_path / "run", *FAST, *overrides, "augmentation=[digits,mixup]"))
+    message = str(info.value)
+    assert "\n" not in message and needle in message and "augmentation.ops.mixup=null" in message
 
 
 class _Probe(nn.Module):

@@ -138,3 +138,26 @@ def test_hinge_loss_lenet5_reaches_95_percent(tmp_path: Path) -> None:
 
     result = train(make_cfg(tmp_path, "task.loss=hinge", "logger=none"))
     assert result["test"]["acc"] >= 0.95
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "bce"])
+def test_soft_target_losses_take_class_probabilities(name: str) -> None:
+    """A one-hot probability target gives the index target's loss; a mixed one the same mix of the two losses
+    (both losses are linear in the target): what MixUp and CutMix train on."""
+    loss = build_loss(name)
+    onehot = torch.eye(3)[TARGET]
+    torch.testing.assert_close(loss(SCORES, onehot), loss(SCORES, TARGET))
+    other = TARGET.roll(1)
+    mixed = 0.3 * onehot + 0.7 * torch.eye(3)[other]
+    torch.testing.assert_close(loss(SCORES, mixed), 0.3 * loss(SCORES, TARGET) + 0.7 * loss(SCORES, other))
+    assert LOSSES.metadata(name)["soft_targets"] and not LOSSES.metadata("hinge").get("soft_targets")
+
+
+def test_train_accuracy_with_mixed_targets_counts_the_dominant_class() -> None:
+    task = ClassificationTask(torch.nn.Identity(), num_classes=3)
+    mixed = 0.6 * torch.eye(3)[TARGET] + 0.4 * torch.eye(3)[TARGET.roll(1)]
+    out = task.training_step((SCORES, mixed))
+    assert out["acc"] == task.training_step((SCORES, TARGET))["acc"] and torch.isfinite(out["loss"])
+    assert task.soft_targets_refused() is None
+    hinge = ClassificationTask(torch.nn.Identity(), 3, loss="hinge", label_smoothing=0.0)
+    assert "task.loss=hinge" in (hinge.soft_targets_refused() or "")

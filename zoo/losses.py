@@ -1,6 +1,8 @@
 """Classification losses by name (``task.loss``): a new loss is one function here.
 
-Each maps class scores ``(B, C)`` and target classes ``(B,)`` to one loss per sample ``(B,)``; the
+Each maps class scores ``(B, C)`` and target classes ``(B,)`` to one loss per sample ``(B,)``; those
+registered with ``soft_targets=True`` also take class probabilities ``(B, C)`` as targets (the mixed
+targets of MixUp and CutMix, :mod:`zoo.data.augment`). The
 classification task averages them over the batch to train and sums them over the validation split
 for ``val/loss``. A loss's keyword-only options (``label_smoothing``, ``margin``) are task options,
 with the function's default standing for ``null``; a task option that the loss does not take is refused.
@@ -26,10 +28,11 @@ OFF: dict[str, float] = {"label_smoothing": 0.0}
 LOSSES: Registry[torch.Tensor] = Registry("loss")
 
 
-@LOSSES.register("cross_entropy")
+@LOSSES.register("cross_entropy", soft_targets=True)
 def cross_entropy(scores: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.1) -> torch.Tensor:
     """Softmax cross-entropy ``-log softmax(s)_y``, with label smoothing (Szegedy et al. 2016: the target
-    puts ``1 - label_smoothing + label_smoothing / C`` on ``y`` and ``label_smoothing / C`` on every class)."""
+    puts ``1 - label_smoothing + label_smoothing / C`` on ``y`` and ``label_smoothing / C`` on every class).
+    Against class probabilities ``t``: ``-sum_j t_j log softmax(s)_j``, ``t`` smoothed the same way."""
     return F.cross_entropy(scores, target, reduction="none", label_smoothing=label_smoothing)
 
 
@@ -51,11 +54,13 @@ def squared_hinge(scores: torch.Tensor, target: torch.Tensor, *, margin: float =
     return _margins(scores, target, margin).square().sum(1)
 
 
-@LOSSES.register("bce")
+@LOSSES.register("bce", soft_targets=True)
 def bce(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """One-vs-all binary cross-entropy with logits against the one-hot target, averaged over the ``C``
-    classes: ``-(1/C) sum_j [t_j log sigmoid(s_j) + (1 - t_j) log(1 - sigmoid(s_j))]``."""
-    onehot = F.one_hot(target, scores.shape[1]).to(scores.dtype)
+    """One-vs-all binary cross-entropy with logits against the one-hot target (or the given class
+    probabilities ``t``), averaged over the ``C`` classes:
+    ``-(1/C) sum_j [t_j log sigmoid(s_j) + (1 - t_j) log(1 - sigmoid(s_j))]``."""
+    onehot = target if target.is_floating_point() else F.one_hot(target, scores.shape[1])
+    onehot = onehot.to(scores.dtype)
     return F.binary_cross_entropy_with_logits(scores, onehot, reduction="none").mean(1)
 
 
@@ -68,6 +73,11 @@ def loss_options(name: str) -> dict[str, object]:
 def takers(option: str) -> list[str]:
     """The losses that take ``option``."""
     return [name for name in LOSSES if option in loss_options(name)]
+
+
+def soft_target_losses() -> list[str]:
+    """The losses that take class probabilities as targets."""
+    return [name for name in LOSSES if LOSSES.metadata(name).get("soft_targets")]
 
 
 def build_loss(name: str, **options: float | None) -> Loss:

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.cli import register_resolvers
 from zoo.data import DataModule, build_datamodule
+from zoo.data.augment import mixing
 from zoo.data.pretrained import resolve_data_config
 from zoo.data.tta import build_tta
 from zoo.engine import distributed
@@ -197,6 +198,11 @@ def build_run(c: dict[str, Any], device: torch.device, checkpoint: dict[str, Any
     task = build_task(fill_from_info(c["task"], data.info), model, info["task"], policy.lr_mult if policy else None,
                       regularizer, num_classes=data.num_classes)
     task.set_class_names(data.class_names)
+    mixes = mixing(c.get("augmentation")) if checkpoint is None else []
+    refused = task.soft_targets_refused() if mixes else None
+    if refused:
+        raise ConfigError(f"augmentation {'+'.join(mixes)} trains on mixed class probabilities, but {refused}; "
+                          f"or drop it (augmentation.ops.{mixes[0]}=null)")
     if policy is not None:
         log.info(policy.describe())
         if not model_cfg.get("pretrained") and policy.trainable < len(policy.stages):

@@ -22,13 +22,17 @@ from zoo.errors import ConfigError, CorruptDataError
 log = logging.getLogger(__name__)
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+#: batch mixing (MixUp, CutMix: :class:`zoo.data.augment.BatchMix`): ``(x, y, generator)`` to mixed
+#: images and class-probability targets
+BatchMixer = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 class TensorLoader:
     """Iterates ``(x, y)`` mini-batches over tensors without per-sample Python work.
 
     ``transform`` (training only) receives a whole batch and a generator seeded from
-    ``(seed, epoch)`` so augmentation is reproducible too.
+    ``(seed, epoch)`` so augmentation is reproducible too; ``mix`` then mixes the batch and its labels
+    with the same generator.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class TensorLoader:
         drop_last: bool = False,
         transform: BatchTransform | None = None,
         seed: int = 0,
+        mix: BatchMixer | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -50,6 +55,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.transform = transform
+        self.mix = mix
         self.seed = seed
         self.epoch = 0
         self._position: tuple[int, torch.Generator] | None = None  # batches yielded, generator, this epoch
@@ -123,6 +129,8 @@ class TensorLoader:
             xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb, gen)
+            if self.mix is not None:
+                xb, yb = self.mix(xb, yb, gen)
             self._position = (i + 1, gen)
             yield xb, yb
 
@@ -194,7 +202,10 @@ def one_line_errors(loader: DataLoader) -> Iterator[Any]:
 
 
 class ImageLoader:
-    """A ``DataLoader`` over a :class:`TransformedDataset` that the trainer uses like a :class:`TensorLoader`."""
+    """A ``DataLoader`` over a :class:`TransformedDataset` that the trainer uses like a :class:`TensorLoader`.
+
+    ``mix`` mixes each collated batch and its labels in the main process, with a generator seeded from
+    ``(seed, epoch)`` and the rank."""
 
     def __init__(
         self,
@@ -208,8 +219,10 @@ class ImageLoader:
         persistent_workers: bool = True,
         split: str = "train",
         collate_fn: Callable[[Sequence[Any]], tuple[Any, Any, int]] = collate_skipping,
+        mix: BatchMixer | None = None,
     ) -> None:
-        self.seed, self.epoch, self.split = seed, 0, split
+        self.seed, self.epoch, self.split, self.rank = seed, 0, split, 0
+        self.mix = mix
         self.generator = torch.Generator()
         self.sampler: DistributedSampler | None = None
         self._options = {
@@ -227,6 +240,7 @@ class ImageLoader:
 
     def shard(self, rank: int, world_size: int) -> ImageLoader:
         """Read only process ``rank``'s share of the data each epoch (``DistributedSampler``)."""
+        self.rank = rank
         self.sampler = DistributedSampler(self.loader.dataset, num_replicas=world_size, rank=rank, shuffle=self._shuffle,
                                           seed=self.seed, drop_last=bool(self._options["drop_last"]))
         self.loader = DataLoader(self.loader.dataset, sampler=self.sampler, **self._options)
@@ -246,11 +260,12 @@ class ImageLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        mix_gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch) * 997 + self.rank + 1)
         self.skipped = 0
         for x, y, skipped in one_line_errors(self.loader):
             self.skipped += skipped
             if x is not None:
-                yield x, y
+                yield self.mix(x, y, mix_gen) if self.mix is not None else (x, y)
         if self.skipped:
             log.warning("skipped %d unreadable image(s) in the %s split (data.skip_corrupt=true)", self.skipped, self.split)
 
@@ -291,8 +306,10 @@ def tensor_loaders(
     eval_transform: BatchTransform | None,
     device: torch.device | str,
     seed: int,
+    mix: BatchMixer | None = None,
 ) -> dict[str, TensorLoader]:
-    """The fast-path loaders of three in-memory splits (on ``device`` when ``on_device``)."""
+    """The fast-path loaders of three in-memory splits (on ``device`` when ``on_device``); ``mix``
+    (training only) mixes batches and labels."""
     target = torch.device(device) if opts.on_device else torch.device("cpu")
     return {
         split: TensorLoader(
@@ -303,6 +320,7 @@ def tensor_loaders(
             drop_last=opts.drop_last and split == "train",
             transform=train_transform if split == "train" else eval_transform,
             seed=seed,
+            mix=mix if split == "train" else None,
         ).to(target)
         for split, (x, y) in splits.items()
     }
@@ -315,9 +333,10 @@ def image_loaders(
     device: torch.device | str,
     seed: int,
     collate_fn: Any = collate_skipping,
+    mix: BatchMixer | None = None,
 ) -> dict[str, ImageLoader]:
     """The DataLoader-path loaders of three per-sample datasets (shuffled training split, pinned memory
-    when ``pin_memory=auto`` and training on CUDA)."""
+    when ``pin_memory=auto`` and training on CUDA; ``mix``, training only, mixes collated batches)."""
     pin = torch.device(device).type == "cuda" if opts.pin_memory == "auto" else bool(opts.pin_memory)
     return {
         split: ImageLoader(
@@ -331,6 +350,7 @@ def image_loaders(
             persistent_workers=bool(opts.persistent_workers),
             split=split,
             collate_fn=collate_fn,
+            mix=mix if split == "train" else None,
         )
         for split, dataset in datasets.items()
     }

@@ -5,6 +5,9 @@ augmentation on pixels in [0, 1], then normalisation (:mod:`zoo.data.stats`). Tw
 * ``data.in_memory=true`` (digits, MNIST, CIFAR, SVHN by default): the splits are resized once into
   tensors at the model's input size (on the training device with ``data.on_device``); each batch is
   converted to float, augmented by the batched ops and normalised, all as whole-batch tensor ops.
+Random erasing runs after normalisation, batch mixing (MixUp, CutMix) on the collated batch with its
+labels, last (:mod:`zoo.data.augment`).
+
 * ``data.in_memory=false`` (image folders by default): a DataLoader with per-sample
   ``torchvision.transforms.v2`` pipelines. Evaluation resizes the short side to ``data.resize_size``
   and takes the central ``data.image_size`` crop (``data.eval_crop=false`` keeps the whole
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.data.augment import BatchOp, Compose, has_geometry
+from zoo.data.augment import AugmentOp, BatchMix, BatchOp, Compose, Stages, has_geometry
 from zoo.data.loaders import (ImageLoader, LoaderOptions, TransformedDataset, collate_skipping, image_loaders,
                               one_line_errors, resolve_workers, tensor_loaders)
 from zoo.data.stats import (WHITEN_EPS, WHITEN_MODES, Normalize, Stats, cached_stats, check_mode, check_whiten_eps,
@@ -162,7 +165,7 @@ def _materialize(ds: Dataset, geometry: Geometry, workers: int) -> tuple[torch.T
 def build_source_datamodule(
     source: ImageSource,
     pipeline: dict[str, Any],
-    ops: list[BatchOp],
+    ops: list[AugmentOp],
     opts: LoaderOptions,
     device: torch.device | str,
     seed: int,
@@ -203,19 +206,22 @@ def build_source_datamodule(
     if mode in WHITEN_MODES:
         key["whiten_eps"] = whiten_eps
 
+    stages = Stages.of(ops)
+    mix = stages.mixer(len(source.class_names))
     if opts.in_memory:
         arrays = {split: _materialize(getattr(source, split), geometry, workers) for split in ("train", "val", "test")}
         train_x = arrays["train"][0]
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
             (to_float(train_x[i : i + CHUNK]) for i in range(0, len(train_x), CHUNK)), m, whiten_eps=whiten_eps)))
         normalize = Normalize(stats)
-        loaders: dict[str, Any] = tensor_loaders(arrays, opts, Compose([to_float, *ops, normalize]),
-                                                 Compose([to_float, normalize]), device, seed)
+        train_transform = Compose([to_float, *stages.pixels, normalize, *stages.normalized])
+        loaders: dict[str, Any] = tensor_loaders(arrays, opts, train_transform, Compose([to_float, normalize]), device,
+                                                 seed, mix)
     else:
         stats = resolve_stats(mode, in_chans, *given, lambda m: cached_stats(cache, key, lambda: stats_of(
             (to_float(x) for x, _ in _decoded(source.train, geometry.eval_steps(), workers)), m,
             total=len(source.train))))  # type: ignore[arg-type]
-        loaders = _image_loaders(source, geometry, ops, stats, opts, workers, eval_crop, device, seed)
+        loaders = _image_loaders(source, geometry, stages, stats, opts, workers, eval_crop, device, seed, mix)
     return DataModule(
         **loaders,
         num_classes=len(source.class_names),
@@ -227,13 +233,15 @@ def build_source_datamodule(
     )
 
 
-def _image_loaders(source: ImageSource, geometry: Geometry, ops: list[BatchOp], stats: Stats, opts: LoaderOptions,
-                   workers: int, eval_crop: bool, device: torch.device | str, seed: int) -> dict[str, ImageLoader]:
+def _image_loaders(source: ImageSource, geometry: Geometry, stages: Stages, stats: Stats, opts: LoaderOptions,
+                   workers: int, eval_crop: bool, device: torch.device | str, seed: int,
+                   mix: BatchMix | None) -> dict[str, ImageLoader]:
     from torchvision.transforms import v2
 
     tail = [v2.ToDtype(torch.float32, scale=True), Normalize(stats)]
-    pipelines = {"train": v2.Compose([v2.ToImage(), *geometry.train_steps(ops), *tail]),
+    erase = [op.v2(geometry.image_size) for op in stages.normalized]
+    pipelines = {"train": v2.Compose([v2.ToImage(), *geometry.train_steps(stages.pixels), *tail, *erase]),
                  "eval": v2.Compose([v2.ToImage(), *geometry.eval_steps(eval_crop), *tail])}
     datasets = {split: TransformedDataset(getattr(source, split), pipelines["train" if split == "train" else "eval"])
                 for split in ("train", "val", "test")}
-    return image_loaders(datasets, opts, workers, device, seed)
+    return image_loaders(datasets, opts, workers, device, seed, mix=mix)

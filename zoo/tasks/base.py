@@ -69,6 +69,11 @@ class Task(nn.Module):
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def soft_targets_refused(self) -> str | None:
+        """Why this task cannot train on class-probability targets (MixUp, CutMix), or ``None`` if it can."""
+        name = next((n for n in TASKS if TASKS.get(n).obj is type(self)), type(self).__name__)
+        return f"task={name} does not train on class labels"
+
     def training_objective(self, batch: Any, *name: str) -> dict[str, torch.Tensor]:
         """What the trainer minimises: :meth:`training_step`, with the regulariser's penalty on the weights
         being trained added to ``"loss"`` and reported as ``"penalty"``."""

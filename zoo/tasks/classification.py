@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
-from zoo.losses import build_loss
+from zoo.losses import LOSSES, build_loss, soft_target_losses
 from zoo.metrics.classification import ConfusionMatrix, topk_correct
 from zoo.tasks.base import PROB_FLOOR, TASKS, Task
 
@@ -25,7 +25,11 @@ class ClassificationTask(Task):
 
     ``loss`` names a :data:`zoo.losses.LOSSES` entry; ``label_smoothing`` (cross-entropy) and ``margin``
     (hinge, squared hinge) are its options, ``None`` for the loss's default (0.1 and 1). ``val/loss`` is
-    the same loss without label smoothing."""
+    the same loss without label smoothing.
+
+    Training targets may be class probabilities (MixUp, CutMix) for the losses that take them;
+    ``train/acc`` then counts the argmax of the mixed target, the dominant label, as torchvision's
+    classification references do (timm reports no training accuracy)."""
 
     monitor = "acc"
     monitor_mode = "max"
@@ -48,13 +52,19 @@ class ClassificationTask(Task):
         self._loss_sum = torch.zeros(())
         self._top5 = torch.zeros((), dtype=torch.long)
 
+    def soft_targets_refused(self) -> str | None:
+        if LOSSES.metadata(self.loss_name).get("soft_targets"):
+            return None
+        return f"task.loss={self.loss_name} takes class indices only; use task.loss={'|'.join(soft_target_losses())}"
+
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         x, y = batch
         out = self.model(x)
         logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         loss = self._loss(logits.float(), y).mean()
         loss = loss + self.aux_weight * sum(self._loss(a.float(), y).mean() for a in aux)
-        return {"loss": loss, "acc": (logits.detach().argmax(1) == y).float().mean()}
+        label = y.argmax(1) if y.ndim == 2 else y  # the dominant class of a mixed target
+        return {"loss": loss, "acc": (logits.detach().argmax(1) == label).float().mean()}
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         """The model's class scores of ``x`` (the main head's, for a model with auxiliary heads), in float32."""

@@ -45,6 +45,9 @@ class KNNTask(ClassificationTask):
         self._new_epoch = mode
         return super().train(mode)
 
+    def soft_targets_refused(self) -> str | None:
+        return "task=knn stores one class per training image for its votes"
+
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         if self._new_epoch:
             self.model.forget()  # type: ignore[operator]
