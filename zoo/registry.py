@@ -111,6 +111,8 @@ class Registry(Generic[T]):
             check_options(key or group, options, builder)
         try:
             return builder(**options, **extra) if call is None else call(name, **options, **extra)
+        except ConfigError:
+            raise  # already one line that names its config key
         except (TypeError, ValueError) as e:  # a builder refusing an argument's type or value
             raise ConfigError(f"{group} {name!r}: {e}") from None
 
