@@ -193,3 +193,33 @@ def write_json(data: dict[str, Any], path: Path) -> None:
         f.write("\n")
 
     write_atomic(path, dump)
+
+
+#: the suffixes :func:`write_rows` writes
+ROW_FORMATS = (".csv", ".json")
+
+
+def check_row_format(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """``path`` if :func:`write_rows` can write it (a ``.csv`` or ``.json`` file), else a :class:`ConfigError`."""
+    if Path(path).suffix.lower() not in ROW_FORMATS:
+        raise ConfigError(f"{option} {path}: use a .csv or .json file")
+    return Path(path)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write ``rows`` (dicts with the same keys) atomically as CSV (a header of the first row's keys) or as a JSON
+    list, by ``path``'s suffix (:data:`ROW_FORMATS`)."""
+    import csv
+
+    path = check_row_format(path, "cannot write")
+
+    def dump(f: IO[str]) -> None:
+        if path.suffix.lower() == ".json":
+            json.dump(_strict_json(rows), f, indent=1, allow_nan=False)
+            f.write("\n")
+            return
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return write_atomic(path, dump)
