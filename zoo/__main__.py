@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from zoo.errors import UnknownNameError, ZooError
 from zoo.models import list_models, model_info, registered_parameters
