@@ -14,27 +14,25 @@ import torch
 from tests.helpers import REPO
 from zoo.__main__ import main
 from zoo.errors import ConfigError
-from zoo.export import export_model, load_exported
-from zoo.models import create_model, family_representatives, list_models, model_info
+from zoo.export import export_model, export_target, load_exported
+from zoo.models import family_representatives, list_models
+from zoo.models.layers import initialize
 
 TOL = 1e-4
 FORMATS = {"onnx": ".onnx", "export": ".pt2", "torchscript": ".pt"}
 
 
-def _input_shape(name: str) -> tuple[int, int, int]:
-    size = model_info(name)["input_size"]
-    return (1 if name.startswith(("lenet", "linear", "mlp")) else 3, size, size)
-
-
 def _check(name: str, fmt: str, tmp_path: Path) -> Any:
-    """Export the registered ``name`` with random weights; its file agrees with PyTorch on a fresh batch of 5."""
-    shape = _input_shape(name)
-    model = create_model(name, in_chans=shape[0]).eval()
+    """Export the registered ``name`` with random weights (He-normal everywhere: no zero-initialised final layer that
+    would make every output its bias); its file agrees with PyTorch on a fresh batch of 5."""
+    model, shape, _ = export_target(name)
+    initialize(model, "kaiming_normal")
     done = export_model(model, shape, fmt, tmp_path / f"{name}{FORMATS[fmt]}")
     assert done.path.is_file() and done.max_abs_diff < TOL, done
     x = torch.randn(5, *shape)  # a batch size neither the export nor its check used: the batch is dynamic
     with torch.no_grad():
-        assert (load_exported(done.path, fmt)(x) - model(x)).abs().max() < TOL
+        reference = model(x)
+        assert (load_exported(done.path, fmt)(x) - reference).abs().max() < TOL and reference.std() > 1e-3
     return done
 
 
@@ -89,6 +87,21 @@ def test_the_command_refuses_bad_input_with_one_line(tmp_path: Path, capsys: pyt
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the export extra were not installed
     _one_error(capsys, ["export", "lenet5", "--format", "onnx", *onnx], "pip install -e '.[export]'")
     assert list(tmp_path.iterdir()) == [tmp_path / "other.pt"]  # nothing written
+
+
+def test_an_export_that_disagrees_with_pytorch_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.export
+
+    real = zoo.export.load_exported
+    monkeypatch.setattr(zoo.export, "load_exported", lambda path, fmt: lambda x: real(path, fmt)(x) + 1e-3)
+    _one_error(capsys, ["export", "lenet5", "--format", "export", "--out", str(tmp_path / "m.pt2")],
+               "differs from PyTorch by 0.001 (more than --atol 0.0001)")
+    _one_error(capsys, ["export", "lenet5", "--format", "export", "--out", str(tmp_path / "m.pt2"), "--atol", "-1"],
+               "--atol must be >= 0")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["export", "lenet5", "--format", "export", "--out", str(tmp_path / "m.pt2"), "--atol", "0.01"]) == 0
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.pt2"]
 
 
 def _hubconf() -> Any:

@@ -86,3 +86,18 @@ def test_evaluate_writes_per_sample_predictions(lenet5_digits: dict[str, Any], t
     assert correct == int(matrix.diagonal().sum())
     assert abs(correct / len(rows) - result["val"]["acc"]) < 1e-9
     assert all(r["predicted"] == r["class_1"] and float(r["probability"]) >= float(r["probability_2"]) for r in rows)
+
+
+def test_load_model_rebuilds_the_model_of_another_task(tmp_path: Path) -> None:
+    from zoo.pipeline import train
+    from zoo.trained import rebuild_model, read_checkpoint
+
+    train(make_cfg(tmp_path / "run", "experiment=dae_digits", "trainer.max_epochs=1", "logger=none", "test=false",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "callbacks.progress.mode=none"))
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    model = zoo.load_model(ckpt)
+    assert not model.training and type(model).__name__ == type(rebuild_model(read_checkpoint(ckpt, "test"))).__name__
+    channels, height, width = model.pretrained_cfg["input_size"]
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, height, width))
+    assert out.shape == (2, channels, height, width)  # a denoising autoencoder reconstructs its input

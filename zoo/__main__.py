@@ -81,7 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.out or f"{os.path.splitext(os.path.basename(args.ckpt))[0]}{FORMATS.get(args.format, ('',))[0]}"
     check_format(args.format, args.method, out)
     model, input_shape, what = export_target(args.ckpt)
-    done = export_model(model, input_shape, args.format, out, args.method)
+    done = export_model(model, input_shape, args.format, out, args.method, args.atol)
     if done.note:
         print(f"note: {done.note}", file=sys.stderr)
     print(f"wrote {done.path} ({done.format} by {done.method}, input (batch, {', '.join(map(str, input_shape))}), dynamic "
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--out", default=None, help="the file written (default: <ckpt name>.onnx|.pt2|.pt here)")
     x.add_argument("--method", default="auto", help="torchscript: script, trace, or auto (script; trace where "
                                                     "scripting fails, saying why; default)")
+    x.add_argument("--atol", type=float, default=1e-4,
+                   help="the largest difference from PyTorch accepted; beyond it nothing is written (default 1e-4)")
     x.set_defaults(fn=cmd_export)
     c = sub.add_parser("caption", help="caption image files with a captioning checkpoint")
     c.add_argument("ckpt", help="a captioning checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")

@@ -125,37 +125,44 @@ def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.
 
 @torch.no_grad()
 def export_model(model: nn.Module, input_shape: tuple[int, ...], fmt: str, out: str | Path, method: str = "auto",
-                 seed: int = 0) -> Exported:
+                 atol: float | None = None, seed: int = 0) -> Exported:
     """Export ``model`` (on the CPU, in eval mode) for inputs of ``input_shape`` ``(C, H, W)`` with a dynamic batch in
-    format ``fmt`` (:data:`FORMATS`) to ``out``, load it back, and compare it with the model on a random input."""
+    format ``fmt`` (:data:`FORMATS`) to ``out``, load it back, and compare it with the model on a random input. With
+    ``atol``, a larger difference is an :class:`ExportError`; then, as on any failure, ``out`` is not written."""
+    from zoo.engine.utils import atomic_path
+
     check_format(fmt, method, out)
-    out = Path(out)
+    if atol is not None and not atol >= 0:
+        raise ConfigError(f"--atol must be >= 0, got {atol}")
     if fmt == "onnx":  # the missing extra before any work
         for module in ("onnx", "onnxscript", "onnxruntime"):
             require(module)
     model = model.cpu().eval()
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(EXAMPLE_BATCH, *input_shape, generator=generator)
-    reference = model(x)
-    if not isinstance(reference, torch.Tensor):
-        raise ExportError(f"{type(model).__name__} returns a {type(reference).__name__}, not one tensor; "
+    out_type = type(model(x))
+    if not issubclass(out_type, torch.Tensor):
+        raise ExportError(f"{type(model).__name__} returns a {out_type.__name__}, not one tensor; "
                           "export takes models whose forward gives one tensor (classifiers)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    note = ""
-    try:
-        if fmt == "onnx":
-            used = _onnx(model, x, out)
-        elif fmt == "export":
-            used = _program(model, x, out)
-        else:
-            used, note = _torchscript(model, x, out, method)
-    except ExportError:
-        raise
-    except Exception as e:  # what the exporters raise is theirs: one line with the reason
-        raise ExportError(f"{fmt} export of {type(model).__name__} failed: {brief(str(e).strip() or type(e).__name__)}") from None
-    check = torch.randn(CHECK_BATCH, *input_shape, generator=generator)
-    diff = float((load_exported(out, fmt)(check).float() - model(check).float()).abs().max())
-    return Exported(out, fmt, used, diff, note)
+    with atomic_path(out, keep_suffix=True) as tmp:  # written, loaded and compared before it is ``out``
+        note = ""
+        try:
+            if fmt == "onnx":
+                used = _onnx(model, x, tmp)
+            elif fmt == "export":
+                used = _program(model, x, tmp)
+            else:
+                used, note = _torchscript(model, x, tmp, method)
+        except ExportError:
+            raise
+        except Exception as e:  # what the exporters raise is theirs: one line with the reason
+            raise ExportError(f"{fmt} export of {type(model).__name__} failed: {brief(str(e).strip() or type(e).__name__)}") from None
+        check = torch.randn(CHECK_BATCH, *input_shape, generator=generator)
+        diff = float((load_exported(tmp, fmt)(check).float() - model(check).float()).abs().max())
+        if atol is not None and not diff <= atol:
+            raise ExportError(f"the {fmt} file differs from PyTorch by {diff:.3g} (more than --atol {atol:g}) on a random "
+                              f"input; nothing written{' (it was traced: ' + note + ')' if note else ''}")
+    return Exported(Path(out), fmt, used, diff, note)
 
 
 def export_target(source: str) -> tuple[nn.Module, tuple[int, ...], str]:

@@ -138,13 +138,14 @@ def _failure_message(path: Path, error: OSError | RuntimeError, existed: bool) -
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], keep_suffix: bool = False) -> Iterator[Path]:
     """A fresh (not yet existing) path next to ``path`` to fill; renamed over ``path`` at the end of the
     block, so a reader sees the old file or the new one, never half a file. On failure it is removed,
     and an I/O error (disk full, read-only, no permission, torch's writer) becomes a one-line
-    :class:`~zoo.errors.WriteError` naming the file and the reason."""
+    :class:`~zoo.errors.WriteError` naming the file and the reason. ``keep_suffix``: the fresh path ends
+    with ``path``'s suffix (for writers and readers that go by it, such as ``torch.export``'s ``.pt2``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix if keep_suffix else ''}")
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
