@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,11 @@ def _torchscript(model: nn.Module, x: torch.Tensor, out: Path, method: str) -> t
 def _script_failure(error: BaseException) -> str:
     """The scripter's message in one line: its first line and where in the model's code it stopped."""
     text = str(error).strip()
-    where = re.findall(r'File "([^"]+)", line (\d+)', text)
-    place = f" at {Path(where[0][0]).name}:{where[0][1]}" if where else ""  # the first: where it stopped
-    return brief(text.rstrip(":") or type(error).__name__).rstrip(":") + place
+    where = re.findall(r'File "([^"]+)", line (\d+)', text)  # where it stopped, then its callers
+    own = [w for w in where if f"{os.sep}torch{os.sep}" not in w[0]]  # the model's code rather than torch's
+    place = f" at {Path(own[0][0]).name}:{own[0][1]}" if own else f" in torch's {Path(where[0][0]).name}" if where else ""
+    first = re.sub(r"(:| at)+$", "", brief(text or type(error).__name__))  # "...: 'Inception' at " names no place
+    return first + place
 
 
 def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
