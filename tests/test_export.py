@@ -58,7 +58,7 @@ def test_the_command_exports_a_checkpoint_and_prints_the_difference(lenet5_digit
     assert main(["export", str(lenet5_digits["ckpt"]), "--format", "torchscript", "--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "max abs diff from PyTorch on a random input" in printed.out and "input (batch, 1, 32, 32)" in printed.out
-    assert "traced instead" in printed.err or "by script" in printed.out  # never a silent fallback
+    assert "(torchscript by script," in printed.out
     model = torch.jit.load(str(out))
     from zoo import load_model
 
@@ -66,6 +66,18 @@ def test_the_command_exports_a_checkpoint_and_prints_the_difference(lenet5_digit
     x = torch.randn(4, 1, 32, 32)
     with torch.no_grad():
         assert (model(x) - reference(x)).abs().max() < TOL
+
+
+def test_torchscript_says_why_it_traces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ResNet's stages are attributes of computed names: scripting fails, the command traces and says so (never a
+    silent fallback); ``--method script`` is that reason as one error line."""
+    assert main(["export", "resnet20", "--format", "torchscript", "--out", str(tmp_path / "r.pt")]) == 0
+    printed = capsys.readouterr()
+    assert "(torchscript by trace," in printed.out
+    assert printed.err.startswith("note: scripting failed (") and printed.err.rstrip().endswith("; traced instead")
+    _one_error(capsys, ["export", "resnet20", "--format", "torchscript", "--method", "script", "--out",
+                        str(tmp_path / "s.pt")], "TorchScript cannot script ResNet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.pt"]
 
 
 def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str], match: str) -> None:
