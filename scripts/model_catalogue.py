@@ -24,8 +24,7 @@ sys.path.insert(0, str(REPO))  # this checkout's zoo, not an installed one
 
 import torch  # noqa: E402
 
-from zoo.__main__ import _MetaFills  # noqa: E402
-from zoo.models import MODELS, create_model, list_models, model_info  # noqa: E402
+from zoo.models import MODELS, create_model, list_models, model_info, on_meta  # noqa: E402
 from zoo.models.base import count_parameters  # noqa: E402
 from zoo.models.pretrained import torchvision_weight_names  # noqa: E402
 
@@ -74,7 +73,7 @@ def rows() -> list[str]:
     out = []
     for name in list_models():
         info = model_info(name)
-        with torch.device("meta"), _MetaFills():
+        with on_meta():
             model = create_model(name)
             params = count_parameters(model)
             macs = gmacs(name, model, int(info["input_size"]))

@@ -70,7 +70,7 @@ def test_an_ensemble_scores_the_mean_of_its_members_probabilities(members: tuple
 def test_a_single_checkpoint_keeps_its_report_and_matches_its_member_entry(members: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = members
     alone = _evaluate(tmp_path / "one", str(a))
-    assert set(alone) == {"ckpt_path", "model", "dataset", "split", "epoch", "test", "confusion_matrix"}
+    assert set(alone) == {"ckpt_path", "model", "dataset", "split", "epoch", "test", "confusion_matrix", "predictions"}
     assert alone["ckpt_path"] == str(a)
     listed = _evaluate(tmp_path / "listed", f"[{a}]")  # a list of one is the same evaluation
     assert listed["test"] == alone["test"] and listed["ckpt_path"] == str(a)

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 #: (see :func:`zoo.engine.utils.seconds_since_start`)
 IMPORTED_AT = time.time()
 
-__all__ = ["Registry", "create_model", "list_models", "model_info", "__version__"]
+__all__ = ["Registry", "create_model", "list_models", "load_model", "model_info", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from zoo import models
 
         return getattr(models, name)
+    if name == "load_model":  # a checkpoint's model for inference, its preprocessing in model.pretrained_cfg
+        from zoo.trained import load_model
+
+        return load_model
     if name == "Registry":
         from zoo.registry import Registry
 

@@ -2,6 +2,12 @@
 family, input size, parameter count (counted on the meta device, so nothing is allocated) and the
 torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>``; ``-``: none).
 
+``python -m zoo predict CKPT IMAGE_OR_DIR [...] --topk K [--out FILE.csv|FILE.json]``: the top-k classes of image
+files under a classifier checkpoint (:mod:`zoo.predict`).
+
+``python -m zoo export CKPT --format onnx|export|torchscript --out FILE``: a checkpoint's model (or a registered
+model with random weights) as ONNX, a torch.export program or TorchScript, checked against PyTorch (:mod:`zoo.export`).
+
 ``python -m zoo caption CKPT IMAGE [IMAGE ...]``: caption image files with a captioning checkpoint.
 
 ``python -m zoo explain CKPT IMAGE [IMAGE ...] --method M --out DIR``: attribution maps of a classifier
@@ -18,33 +24,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
-
-import torch
-from torch.overrides import TorchFunctionMode
 
 from zoo.errors import UnknownNameError, ZooError
-from zoo.models import create_model, list_models, model_info
-from zoo.models.base import count_parameters
+from zoo.models import list_models, model_info, registered_parameters
 from zoo.models.pretrained import torchvision_weight_names
 from zoo.registry import close_names
-
-
-class _MetaFills(TorchFunctionMode):
-    """``normal_`` of a meta tensor as the no-op it is (a meta tensor holds no values): torch runs it
-    through Python reference code, ~0.3 ms a call and ``torch._dynamo`` imported on the first, which
-    made the initialisation of the registry's models most of ``zoo list``'s time."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
-                           kwargs: dict[str, Any] | None = None) -> Any:
-        if func is torch.Tensor.normal_ and args[0].is_meta:
-            return args[0]
-        return func(*args, **(kwargs or {}))
-
-
-def _param_count(name: str) -> int:
-    with torch.device("meta"), _MetaFills():
-        return count_parameters(create_model(name))
 
 
 def _check_known(key: str, value: str | None) -> None:
@@ -67,12 +51,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         info = model_info(name)
         weights = ",".join(torchvision_weight_names(name)) or "-"
-        rows.append((name, info["task"], info["family"], str(info["input_size"]), f"{_param_count(name):,}", weights))
+        rows.append((name, info["task"], info["family"], str(info["input_size"]), f"{registered_parameters(name):,}", weights))
     header = ("model", "task", "family", "input", "params", "weights")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     align = [str.ljust, str.ljust, str.ljust, str.rjust, str.rjust, str.ljust]
     for row in [header, *rows]:
         print("  ".join(align[i](cell, widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from zoo.engine.utils import check_row_format, write_rows
+    from zoo.predict import classify_files, format_prediction
+
+    if args.out is not None:
+        check_row_format(args.out)
+    rows = classify_files(args.ckpt, args.images, args.topk, args.device)
+    for row in rows:
+        print(format_prediction(row))
+    if args.out is not None:
+        write_rows(rows, args.out)
+        print(f"wrote {len(rows)} prediction{'s' if len(rows) != 1 else ''} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import FORMATS, check_format, export_model, export_target
+
+    out = args.out or f"{os.path.splitext(os.path.basename(args.ckpt))[0]}{FORMATS.get(args.format, ('',))[0]}"
+    check_format(args.format, args.method, out)
+    model, input_shape, what = export_target(args.ckpt)
+    done = export_model(model, input_shape, args.format, out, args.method, args.atol)
+    if done.note:
+        print(f"note: {done.note}", file=sys.stderr)
+    print(f"wrote {done.path} ({done.format} by {done.method}, input (batch, {', '.join(map(str, input_shape))}), dynamic "
+          f"batch) from {what}; max abs diff from PyTorch on a random input: {done.max_abs_diff:.3g}")
     return 0
 
 
@@ -115,6 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default=None, help="only models of this task (classification, detection, ...)")
     p.add_argument("--family", default=None, help="only models of this family")
     p.set_defaults(fn=cmd_list)
+    r = sub.add_parser("predict", help="the top-k classes of image files under a classifier checkpoint",
+                       description="One line per image on stdout: its path, then the --topk classes with their "
+                                   "probabilities, most probable first; --out also writes them (.csv or .json).")
+    r.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
+    r.add_argument("images", nargs="+", help="image files, or directories (their image files, sorted)")
+    r.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    r.add_argument("--out", default=None, help="also write the predictions to this .csv or .json file")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(fn=cmd_predict)
+    x = sub.add_parser("export", help="a checkpoint's model as ONNX, a torch.export program or TorchScript",
+                       description="Export the model (dynamic batch), load the file back and print its largest "
+                                   "difference from PyTorch on a random input. onnx needs the export extra "
+                                   "(pip install -e '.[export]').")
+    x.add_argument("ckpt", help="a zoo checkpoint, or a registered model name (random weights)")
+    x.add_argument("--format", required=True, help="onnx (ONNX Runtime checks it), export (torch.export, .pt2) or "
+                                                   "torchscript")
+    x.add_argument("--out", default=None, help="the file written (default: <ckpt name>.onnx|.pt2|.pt here)")
+    x.add_argument("--method", default="auto", help="torchscript: script, trace, or auto (script; trace where "
+                                                    "scripting fails, saying why; default)")
+    x.add_argument("--atol", type=float, default=1e-4,
+                   help="the largest difference from PyTorch accepted; beyond it nothing is written (default 1e-4)")
+    x.set_defaults(fn=cmd_export)
     c = sub.add_parser("caption", help="caption image files with a captioning checkpoint")
     c.add_argument("ckpt", help="a captioning checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
     c.add_argument("images", nargs="+", help="image files")

@@ -62,3 +62,8 @@ def brief(text: str, limit: int = 160) -> str:
         if cut > 0:
             return sentence[:cut] + " ..."
     return sentence
+
+
+class ExportError(ZooError):
+    """A model that cannot be exported in the asked format, an exported file that disagrees with PyTorch, or an
+    exporter that is not installed."""

@@ -18,6 +18,7 @@ from zoo.errors import ConfigError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "detection": ("pycocotools",),       # COCOeval mAP, COCO annotations
     "captioning": ("nltk",),             # corpus BLEU
+    "export": ("onnx", "onnxscript", "onnxruntime"),   # python -m zoo export --format onnx (zoo/export.py)
     "mlflow": ("mlflow",),               # logger=mlflow
     "search": ("optuna",),               # hparams_search=..., hydra/sweeper=optuna
     "viz": ("captum",),                  # python -m zoo explain

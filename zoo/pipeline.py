@@ -43,6 +43,7 @@ from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
 from zoo.tasks import TASKS, Task, build_task
 from zoo.tasks.base import for_display
+from zoo.trained import fill_from_info
 from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
 log = logging.getLogger("zoo")
@@ -154,12 +155,6 @@ def build_model(model_cfg: dict[str, Any], data: DataModule | None = None,
     with strict_loading(TransferConfig.from_dict(transfer_cfg).strict):
         model = MODELS.build_from({"name": name, **kwargs}, group="model", call=create_model)
     return model, info
-
-
-def fill_from_info(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` with its null keys that the data's ``info`` provides filled in (e.g. a captioner's
-    ``vocab_size`` and its task's ``vocab``, known once the training captions are read)."""
-    return {k: info[k] if v is None and k in info else v for k, v in cfg.items()}
 
 
 @dataclass

@@ -138,13 +138,14 @@ def _failure_message(path: Path, error: OSError | RuntimeError, existed: bool) -
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], keep_suffix: bool = False) -> Iterator[Path]:
     """A fresh (not yet existing) path next to ``path`` to fill; renamed over ``path`` at the end of the
     block, so a reader sees the old file or the new one, never half a file. On failure it is removed,
     and an I/O error (disk full, read-only, no permission, torch's writer) becomes a one-line
-    :class:`~zoo.errors.WriteError` naming the file and the reason."""
+    :class:`~zoo.errors.WriteError` naming the file and the reason. ``keep_suffix``: the fresh path ends
+    with ``path``'s suffix (for writers and readers that go by it, such as ``torch.export``'s ``.pt2``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix if keep_suffix else ''}")
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,3 +194,33 @@ def write_json(data: dict[str, Any], path: Path) -> None:
         f.write("\n")
 
     write_atomic(path, dump)
+
+
+#: the suffixes :func:`write_rows` writes
+ROW_FORMATS = (".csv", ".json")
+
+
+def check_row_format(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """``path`` if :func:`write_rows` can write it (a ``.csv`` or ``.json`` file), else a :class:`ConfigError`."""
+    if Path(path).suffix.lower() not in ROW_FORMATS:
+        raise ConfigError(f"{option} {path}: use a .csv or .json file")
+    return Path(path)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write ``rows`` (dicts with the same keys) atomically as CSV (a header of the first row's keys) or as a JSON
+    list, by ``path``'s suffix (:data:`ROW_FORMATS`)."""
+    import csv
+
+    path = check_row_format(path, "cannot write")
+
+    def dump(f: IO[str]) -> None:
+        if path.suffix.lower() == ".json":
+            json.dump(_strict_json(rows), f, indent=1, allow_nan=False)
+            f.write("\n")
+            return
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return write_atomic(path, dump)

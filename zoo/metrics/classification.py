@@ -13,6 +13,18 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Te
     return (logits.topk(k, dim=1).indices == target.unsqueeze(1)).any(dim=1).sum()
 
 
+def ranked_columns(indices: torch.Tensor, probs: torch.Tensor, class_names: Sequence[str]) -> list[dict[str, object]]:
+    """One row per sample of top-k ``indices`` and their ``probs`` (``(N, k)``, most probable first), as the
+    columns ``class_1, probability_1, ..., class_k, probability_k`` of the prediction tables (CSV, JSON)."""
+    rows: list[dict[str, object]] = []
+    for idx, p in zip(indices.tolist(), probs.tolist()):
+        row: dict[str, object] = {}
+        for rank, (i, q) in enumerate(zip(idx, p), 1):
+            row[f"class_{rank}"], row[f"probability_{rank}"] = class_names[i] if i < len(class_names) else str(i), round(q, 6)
+        rows.append(row)
+    return rows
+
+
 class ConfusionMatrix:
     """``matrix[t, p]`` counts samples of true class ``t`` predicted as ``p``."""
 

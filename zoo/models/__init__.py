@@ -9,11 +9,15 @@ Each architecture family lives in its own module and registers one builder per v
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from zoo.errors import ConfigError
+from zoo.models.base import count_parameters
 from zoo.models.layers import check_init, initialize
 from zoo.models.pretrained import PretrainedCfg, torchvision_builder, weights_cfg
 from zoo.registry import Registry, import_modules
@@ -113,6 +117,41 @@ def model_info(name: str) -> dict[str, Any]:
     return {"name": name, **MODELS.metadata(name)}
 
 
+class _MetaFills(TorchFunctionMode):
+    """``normal_`` of a meta tensor as the no-op it is (a meta tensor holds no values): torch runs it
+    through Python reference code, ~0.3 ms a call and ``torch._dynamo`` imported on the first, which
+    made the initialisation of the registry's models most of ``zoo list``'s time."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        if func is torch.Tensor.normal_ and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Models built inside are on the meta device: shapes and parameter counts, no memory, no initialisation cost."""
+    with torch.device("meta"), _MetaFills():
+        yield
+
+
+def registered_parameters(name: str) -> int:
+    """The parameter count of the registered model ``name`` with its defaults, counted on the meta device (nothing
+    is allocated)."""
+    with on_meta():
+        return count_parameters(create_model(name))
+
+
+def family_representatives(task: str = "classification") -> list[str]:
+    """One model per family of ``task``: the variant with the smallest input, and of those the fewest parameters
+    (what the export checks run)."""
+    by_family: dict[str, list[str]] = {}
+    for name in list_models(task=task):
+        by_family.setdefault(model_info(name)["family"], []).append(name)
+    return [min(names, key=lambda n: (model_info(n)["input_size"], registered_parameters(n))) for _, names in sorted(by_family.items())]
+
+
 def pretrained_cfg(name: str, weights: str | None = None) -> PretrainedCfg | None:
     """The pretrained configuration of the zoo classifier ``name`` with torchvision's ``weights`` (a
     name such as ``IMAGENET1K_V2``, or a whole ``torchvision:...`` source; default: torchvision's
@@ -125,4 +164,5 @@ def pretrained_cfg(name: str, weights: str | None = None) -> PretrainedCfg | Non
     return weights_cfg(weights or builder)
 
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info", "PretrainedCfg", "pretrained_cfg"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_info", "PretrainedCfg", "pretrained_cfg",
+           "registered_parameters", "family_representatives"]

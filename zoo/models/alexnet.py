@@ -92,9 +92,11 @@ class ConvMLPClassifier(Classifier):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        for layer in self.classifier[:-1]:
-            x = layer(x)
-        return x if pre_logits else self.classifier[-1](x)
+        last = len(self.classifier) - 1
+        for i, layer in enumerate(self.classifier):  # (no slice of the Sequential: TorchScript scripts this)
+            if i < last or not pre_logits:
+                x = layer(x)
+        return x
 
 
 def he_init(model: nn.Module) -> None:

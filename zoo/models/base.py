@@ -10,7 +10,6 @@ is the output of ``forward_features``. Feature extraction (``create_model(..., f
 and the stage-wise freeze policies of :mod:`zoo.transfer` use it, so neither knows any family.
 """
 
-from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
@@ -36,6 +35,8 @@ class Classifier(nn.Module):
     classifier_attr: str = "fc"
     #: the stages' feature maps, shallow to deep (set by each family's ``__init__``)
     feature_info: Sequence[FeatureInfo] = ()
+    #: what TorchScript leaves out of a scripted model (metadata no forward reads, of types it cannot hold)
+    __jit_ignored_attributes__ = ["feature_info"]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -133,12 +133,17 @@ def init_conv_bn(module: nn.Module, mode: Literal["fan_in", "fan_out"] = "fan_ou
             nn.init.zeros_(m.bias)
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` feature maps averaged to ``(B, C)``."""
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
 class PooledClassifier(Classifier):
     """A classifier whose head is global average pooling followed by the linear layer named by
     ``classifier_attr``; subclasses only build the layers and write ``forward_features``."""
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = global_pool(x)
         return x if pre_logits else self.get_classifier()(x)
 
 

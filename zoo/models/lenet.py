@@ -110,8 +110,8 @@ class LeNet5(Classifier):
         self.feature_info = [FeatureInfo("s2", 6, 2), FeatureInfo("s4", 16, 4), FeatureInfo("act5", 120, 32)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (32, 32):
-            raise ValueError(f"LeNet-5 expects 32x32 inputs, got {tuple(x.shape[-2:])}; set data.image_size=32")
+        if x.shape[-2] != 32 or x.shape[-1] != 32:  # (two ints, not a tuple: TorchScript scripts it)
+            raise ValueError(f"LeNet-5 expects 32x32 inputs, got {x.shape[-2]}x{x.shape[-1]}; set data.image_size=32")
         x = self.s2(self.act1(self.c1(x)))
         x = self.s4(self.act3(self.c3(x)))
         return self.act5(self.c5(x))

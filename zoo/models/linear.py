@@ -24,8 +24,8 @@ from zoo.models.layers import linear_or_identity
 
 def flatten_image(x: torch.Tensor, shape: tuple[int, int, int], model: str) -> torch.Tensor:
     """``x`` ``(B, C, H, W)`` as ``(B, C * H * W)``; a one-line error for images of another shape than ``shape``."""
-    if tuple(x.shape[1:]) != shape:
-        have, want = "x".join(map(str, x.shape[1:])), "x".join(map(str, shape))
+    if x.dim() != 4 or [x.shape[1], x.shape[2], x.shape[3]] != [shape[0], shape[1], shape[2]]:  # TorchScript scripts this
+        have, want = "x".join([str(s) for s in x.shape[1:]]), f"{shape[0]}x{shape[1]}x{shape[2]}"
         raise ConfigError(f"{model} was built for {want} images (model.image_size={shape[-1]}), got {have}; "
                           f"set data.image_size={shape[-1]} or model.input_size={x.shape[-1]}")
     return torch.flatten(x, 1)

@@ -60,8 +60,8 @@ class ClassMapClassifier(Classifier):
     SqueezeNet). Subclasses set ``features`` and ``classifier = class_map_head(...)``."""
 
     classifier_attr = "classifier.1"
-    features: nn.Module
-    classifier: nn.Sequential
+    # (``features`` and ``classifier`` are not annotated here: TorchScript reads class annotations, and these would
+    # be strings under ``from __future__ import annotations``)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

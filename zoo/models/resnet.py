@@ -47,6 +47,7 @@ from zoo.models.layers import (
     check_act,
     conv1x1,
     conv3x3,
+    global_pool,
     init_conv_bn,
     linear_or_identity,
     linear_rates,
@@ -165,7 +166,7 @@ class PreActBlock(ResidualBlock):
     """``branch(a) + shortcut`` with ``a = act(bn1(x))`` (He et al. 2016); a projection shortcut
     also takes ``a``, the identity takes ``x`` itself, so nothing follows the addition."""
 
-    bn1: nn.BatchNorm2d
+    # (``bn1``, which subclasses build, is not annotated here: TorchScript would read the annotation, a string)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))  # in place on bn1's output: x itself, the identity, is untouched
@@ -372,6 +373,20 @@ class _ResidualNetwork(PooledClassifier):
     def stages(self) -> list[nn.Module]:
         return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
 
+    # TorchScript scripts the two below: submodules by their own names (not getattr of computed ones, not
+    # get_classifier(), which returns a module)
+
+    def _run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through ``layer1 .. layerN``, in order."""
+        for name, stage in self.named_children():
+            if name.startswith("layer"):
+                x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = global_pool(x)
+        return x if pre_logits else self.fc(x)
+
     def _stage_feature_info(self, stem_module: str, stem_width: int, stem: Stem, last_module: str) -> list[FeatureInfo]:
         """The stem's map (stride 2 for the ImageNet stem, which then max-pools), one map per stage
         (stride doubling from the second), the last one taken at ``last_module``."""
@@ -432,10 +447,7 @@ class ResNet(_ResidualNetwork):
                     nn.init.zeros_(last_bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage in self.stages():
-            x = stage(x)
-        return x
+        return self._run_stages(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
 
 
 class PreActResNet(_ResidualNetwork):
@@ -475,10 +487,7 @@ class PreActResNet(_ResidualNetwork):
         init_conv_bn(self, mode="fan_out")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))
-        for stage in self.stages():
-            x = stage(x)
-        return self.relu(self.bn_final(x))
+        return self.relu(self.bn_final(self._run_stages(self.maxpool(self.conv1(x)))))
 
 
 # --------------------------------------------------------------------------------------------

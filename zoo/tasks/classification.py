@@ -1,9 +1,11 @@
 """Image classification: a loss of :mod:`zoo.losses` (cross-entropy with label smoothing, the multiclass
-SVM losses, one-vs-all BCE; auxiliary heads), top-k accuracy, confusion matrix."""
+SVM losses, one-vs-all BCE; auxiliary heads), top-k accuracy, confusion matrix, per-sample predictions
+(``evaluate.py``'s ``predictions_<split>.csv``)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.losses import LOSSES, build_loss, soft_target_losses
-from zoo.metrics.classification import ConfusionMatrix, topk_correct
+from zoo.metrics.classification import ConfusionMatrix, ranked_columns, topk_correct
 from zoo.tasks.base import PROB_FLOOR, TASKS, Task
 
 log = logging.getLogger("zoo")
@@ -51,6 +53,8 @@ class ClassificationTask(Task):
         self.confusion = ConfusionMatrix(num_classes)
         self._loss_sum = torch.zeros(())
         self._top5 = torch.zeros((), dtype=torch.long)
+        #: per batch of the pass: the top-k classes, their probabilities and the targets (kept on the device)
+        self._ranked: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def soft_targets_refused(self) -> str | None:
         if LOSSES.metadata(self.loss_name).get("soft_targets"):
@@ -76,6 +80,8 @@ class ClassificationTask(Task):
         logits = self._scores(x)
         self._loss_sum = self._loss_sum.to(logits.device) + self._eval_loss(logits, y).sum().detach()
         self._count(logits, y)
+        top = logits.softmax(1).topk(self.topk or self.num_classes, dim=1)
+        self._ranked.append((top.indices, top.values, y))
 
     def ensemble_probabilities(self, batch: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         x, y = batch
@@ -96,9 +102,26 @@ class ClassificationTask(Task):
         self.confusion.reset()
         self._loss_sum = torch.zeros((), device=self.confusion.matrix.device)
         self._top5 = torch.zeros((), dtype=torch.long, device=self.confusion.matrix.device)
+        self._ranked = []
 
     def set_class_names(self, class_names: list[str]) -> None:
         self.class_names = list(class_names)
+
+    def predictions(self) -> list[dict[str, Any]]:
+        """Rows of the samples of the last pass, in loader order: ``index``, ``target``, ``predicted``, ``probability``
+        (of the prediction), then ``class_1, probability_1, ...`` of the top-k (k = 5, or every class when fewer)."""
+        if not self._ranked:
+            return []
+        indices, probs, targets = (torch.cat(parts).cpu() for parts in zip(*self._ranked))
+        names = getattr(self, "class_names", [str(i) for i in range(self.num_classes)])
+        return [{"index": n, "target": names[t], "predicted": ranked["class_1"], "probability": ranked["probability_1"],
+                 **ranked} for n, (t, ranked) in enumerate(zip(targets.tolist(), ranked_columns(indices, probs, names)))]
+
+    def write_predictions(self, run_dir: Path, split: str) -> list[Path]:
+        from zoo.engine.utils import write_rows
+
+        rows = self.predictions()  # none where a subclass counts without them (k-nearest neighbours)
+        return [write_rows(rows, Path(run_dir) / f"predictions_{split}.csv")] if rows else []
 
     def report(self, logger: Any, split: str, step: int) -> dict[str, Any]:
         """The confusion matrix of the last pass: logged as text and a figure, returned for ``metrics.json``."""
