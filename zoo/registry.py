@@ -14,7 +14,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Generic, Iterable, Iterator, Mapping, TypeVar
 
-from zoo.errors import ConfigError, UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError, ZooError
 from zoo.schema import check_call, check_options
 
 T = TypeVar("T")
@@ -111,8 +111,8 @@ class Registry(Generic[T]):
             check_options(key or group, options, builder)
         try:
             return builder(**options, **extra) if call is None else call(name, **options, **extra)
-        except ConfigError:
-            raise  # already one line that names its config key
+        except ZooError:
+            raise  # already one line for the user (a ConfigError naming its key, a CheckpointError, ...)
         except (TypeError, ValueError) as e:  # a builder refusing an argument's type or value
             raise ConfigError(f"{group} {name!r}: {e}") from None
 
