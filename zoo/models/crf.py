@@ -1,42 +1,58 @@
 """Fully connected CRF with Gaussian edge potentials (Krähenbühl & Koltun, "Efficient inference in fully
 connected CRFs with Gaussian edge potentials", NIPS 2011), as a differentiable PyTorch module.
 
-The energy of a labelling ``x`` is ``E(x) = sum_i U_i(x_i) + sum_{i<j} mu(x_i, x_j) k(f_i, f_j)`` with
+The energy of a labelling ``x`` is ``E(x) = sum_i U_i(x_i) + sum_{i,j} mu(x_i, x_j) k(f_i, f_j)`` with
 unary ``U = -logits``, the Potts compatibility ``mu(l, l') = [l != l']`` and the kernel
 
-    k(f_i, f_j) = w1 exp(-|p_i - p_j|^2 / 2 theta_alpha^2 - |I_i - I_j|^2 / 2 theta_beta^2)   (appearance)
-                + w2 exp(-|p_i - p_j|^2 / 2 theta_gamma^2)                                    (smoothness)
+    k(f_i, f_j) = w1 k1(f_i, f_j) + w2 k2(f_i, f_j),
+    k1 = exp(-|p_i - p_j|^2 / 2 theta_alpha^2 - |I_i - I_j|^2 / 2 theta_beta^2)   (appearance)
+    k2 = exp(-|p_i - p_j|^2 / 2 theta_gamma^2)                                    (smoothness)
 
-of positions ``p`` (pixels) and colours ``I``. Mean-field inference updates all pixels in parallel,
-``Q_i(l) ∝ exp(-U_i(l) - sum_l' mu(l, l') sum_{j != i} k(f_i, f_j) Q_j(l'))`` (the paper's Algorithm 1).
+of positions ``p`` (pixels) and colours ``I``, each Gaussian normalised symmetrically,
+``D^-1/2 k D^-1/2`` with ``D_i = sum_j k(f_i, f_j)`` (self included), as ``NORMALIZE_SYMMETRIC``, the
+default of Krähenbühl's densecrf and of pydensecrf. Mean-field inference updates all pixels in parallel,
+``Q_i(l) ∝ exp(-U_i(l) - sum_l' mu(l, l') sum_j k(f_i, f_j) Q_j(l'))`` (the paper's Algorithm 1).
 
-Message passing (``sum_j k_ij Q_j``) is either *local*, over a ``(2 window + 1)^2`` neighbourhood of
-every pixel (a convolution whose per-pixel weights depend on the image, as in ConvCRF, Teichmann &
-Cipolla 2018): linear in the pixels, runs on any device, exact once the window covers the image; or
-*all pairs* (``window=None``): the dense ``N x N`` kernel matrix, the naive reference. The paper's
-permutohedral-lattice filtering is not used.
+Message passing (``sum_j k_ij Q_j``) is one of three ``method``\\s:
 
-Colours are each image's intensities rescaled to 0..255 (min to max over the image), so ``theta_beta``
-is in 8-bit colour units whatever the input normalisation; grey images use their single channel.
-With ``trainable=True`` the kernel weights (and, with ``learn_compatibility``, the label compatibility
-matrix, initialised to Potts) are parameters learned through the unrolled iterations, as in CRF-as-RNN
-(Zheng et al., ICCV 2015).
+- ``lattice`` (default): Gaussian filtering on the permutohedral lattice (Adams et al. 2010,
+  :mod:`zoo.models.permutohedral`) as in the paper: linear in the pixels whatever the kernel widths, the
+  lattice built once per image and forward, all labels filtered at once; agrees with densecrf
+  (tested against pydensecrf).
+- ``window``: the exact kernel truncated to a ``(2 window + 1)^2`` neighbourhood of every pixel (a
+  convolution whose per-pixel weights depend on the image, as in ConvCRF, Teichmann & Cipolla 2018).
+- ``exact``: the dense ``N x N`` kernel matrix (quadratic memory: up to about 96 x 96 pixels).
+
+All three run on any device and are differentiable. Colours are each image's intensities rescaled to
+0..255 (min to max over the image), so ``theta_beta`` is in 8-bit colour units whatever the input
+normalisation; grey images use their single channel. With ``trainable=True`` the kernel weights (and,
+with ``learn_compatibility``, the label compatibility matrix, initialised to Potts) are parameters
+learned through the unrolled iterations, as in CRF-as-RNN (Zheng et al., ICCV 2015).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ConfigError
+from zoo.models.permutohedral import PermutohedralLattice
+from zoo.registry import close_names
+
+METHODS = ("lattice", "window", "exact")
+
+#: a Gaussian filter over one image batch's pixels: values ``(B, H, W, C)`` -> ``sum_j k_ij v_j`` alike
+Filter = Callable[[torch.Tensor], torch.Tensor]
 
 
 def colour_features(image: torch.Tensor) -> torch.Tensor:
     """``image`` ``(B, C, H, W)`` rescaled per image to 0..255 (the CRF's colour features)."""
     flat = image.detach().float().flatten(1)
     low, high = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
-    return (image.float() - low) * (255.0 / (high - low).clamp_min(1e-6))
+    return (image.detach().float() - low) * (255.0 / (high - low).clamp_min(1e-6))
 
 
 def potts(num_classes: int) -> torch.Tensor:
@@ -44,13 +60,64 @@ def potts(num_classes: int) -> torch.Tensor:
     return 1.0 - torch.eye(num_classes)
 
 
+def resolve_method(method: str | None, window: int | None) -> str:
+    """``method``, or for configs that predate it (``method`` unset) ``exact`` where ``window`` is None
+    (its former spelling of all pairs) and the lattice otherwise."""
+    if method is None:
+        return "exact" if window is None else "lattice"
+    if method not in METHODS:
+        close = close_names(str(method), list(METHODS))
+        hint = f"did you mean: {', '.join(close)}?" if close else f"use one of {', '.join(METHODS)}"
+        raise ConfigError(f"unknown crf method {method!r}; {hint}")
+    return method
+
+
+def lattice_filter(features: torch.Tensor) -> Filter:
+    """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``."""
+    b, h, w, d = features.shape
+    lattice = PermutohedralLattice(features.reshape(b, h * w, d))
+    return lambda values: lattice.filter(values.reshape(b, h * w, -1)).view(b, h, w, -1)
+
+
+def exact_filter(features: torch.Tensor) -> Filter:
+    """Filtering with the dense ``(B, N, N)`` Gaussian kernel matrix of ``features`` ``(B, H, W, D)``."""
+    b, h, w, d = features.shape
+    flat = features.reshape(b, h * w, d)
+    kernel = torch.exp(-0.5 * torch.cdist(flat, flat).pow(2))
+    return lambda values: torch.bmm(kernel, values.reshape(b, h * w, -1)).view(b, h, w, -1)
+
+
+def window_filter(features: torch.Tensor, radius: int) -> Filter:
+    """The Gaussian kernel of ``features`` ``(B, H, W, D)`` truncated to a ``radius``-pixel window."""
+    b, h, w, d = features.shape
+    ry, rx = min(radius, h - 1), min(radius, w - 1)  # farther offsets never reach a pixel
+    offsets = [(dy, dx) for dy in range(-ry, ry + 1) for dx in range(-rx, rx + 1)]
+    padded = F.pad(features, (0, 0, rx, rx, ry, ry))
+    inside = F.pad(features.new_ones(1, h, w, 1), (0, 0, rx, rx, ry, ry))
+
+    def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        return x[:, ry + dy : ry + dy + h, rx + dx : rx + dx + w]
+
+    weights = [torch.exp(-0.5 * (shifted(padded, dy, dx) - features).pow(2).sum(-1, keepdim=True)) * shifted(inside, dy, dx)
+               for dy, dx in offsets]
+
+    def apply(values: torch.Tensor) -> torch.Tensor:
+        padded_values = F.pad(values, (0, 0, rx, rx, ry, ry))
+        out = torch.zeros_like(values)
+        for weight, (dy, dx) in zip(weights, offsets):
+            out = torch.addcmul(out, weight, shifted(padded_values, dy, dx))
+        return out
+
+    return apply
+
+
 class DenseCRF(nn.Module):
     """Mean-field inference in a dense CRF over ``num_classes`` labels.
 
     ``forward(logits, image)`` returns the log of the final marginals ``Q`` (``(B, L, H, W)``), usable
-    wherever logits are (argmax, cross-entropy). ``window`` is the radius of the local neighbourhood;
-    ``None`` passes messages between all pairs of pixels (quadratic time and memory). The defaults
-    are the setting chosen on the digit scenes' validation split (``scripts/segmentation_digits.py``).
+    wherever logits are (argmax, cross-entropy). ``method`` passes the messages (``lattice``, ``window``
+    with radius ``window``, ``exact``; unset: see :func:`resolve_method`). The defaults are the setting
+    chosen on the digit scenes' validation split (``scripts/segmentation_digits.py``).
     """
 
     def __init__(
@@ -62,6 +129,7 @@ class DenseCRF(nn.Module):
         theta_beta: float = 20.0,
         theta_gamma: float = 1.0,
         iterations: int = 5,
+        method: str | None = None,
         window: int | None = 5,
         trainable: bool = False,
         learn_compatibility: bool = False,
@@ -73,8 +141,9 @@ class DenseCRF(nn.Module):
             raise ConfigError(f"crf theta_alpha, theta_beta and theta_gamma must be > 0, got {theta_alpha}, {theta_beta}, {theta_gamma}")
         if w1 < 0 or w2 < 0:
             raise ConfigError(f"crf weights w1 and w2 must be >= 0, got {w1} and {w2}")
-        if iterations < 0 or (window is not None and window < 1):
-            raise ConfigError(f"crf needs iterations >= 0 and window >= 1 (or null for all pairs), got {iterations} and {window}")
+        self.method = resolve_method(method, window)
+        if iterations < 0 or (self.method == "window" and (window is None or window < 1)):
+            raise ConfigError(f"crf needs iterations >= 0 and, with method=window, window >= 1, got {iterations} and {window}")
         self.num_classes, self.iterations, self.window = num_classes, int(iterations), window
         self.theta_alpha, self.theta_beta, self.theta_gamma = float(theta_alpha), float(theta_beta), float(theta_gamma)
         weights = torch.tensor([float(w1), float(w2)])
@@ -99,91 +168,66 @@ class DenseCRF(nn.Module):
 
     def extra_repr(self) -> str:
         w1, w2 = (float(w) for w in self.weights.detach())
+        window = f", window={self.window}" if self.method == "window" else ""
         return (f"num_classes={self.num_classes}, w1={w1:.3g}, w2={w2:.3g}, theta_alpha={self.theta_alpha:g}, "
                 f"theta_beta={self.theta_beta:g}, theta_gamma={self.theta_gamma:g}, iterations={self.iterations}, "
-                f"window={self.window}, trainable={self.trainable}")
+                f"method={self.method}{window}, trainable={self.trainable}")
 
     # ---- kernels and messages --------------------------------------------------------------------------------------
 
-    def _kernel(self, dist2: torch.Tensor, colour2: torch.Tensor) -> torch.Tensor:
-        """``w1`` appearance + ``w2`` smoothness for squared position and colour distances."""
-        w1, w2 = self.weights.to(colour2.dtype).unbind()
-        appearance = torch.exp(-dist2 / (2 * self.theta_alpha**2) - colour2 / (2 * self.theta_beta**2))
-        return w1 * appearance + w2 * torch.exp(-dist2 / (2 * self.theta_gamma**2))
-
-    def _offsets(self, height: int, width: int) -> list[tuple[int, int]]:
-        r = self.window or 0
-        ry, rx = min(r, height - 1), min(r, width - 1)  # farther offsets never reach a pixel
-        return [(dy, dx) for dy in range(-ry, ry + 1) for dx in range(-rx, rx + 1) if (dy, dx) != (0, 0)]
-
-    def local_kernel(self, colours: torch.Tensor) -> torch.Tensor:
-        """``(B, K, H, W)``: the kernel between each pixel and its neighbour at each of the ``K``
-        offsets of the window (zero where the neighbour falls outside the image)."""
-        b, _, h, w = colours.shape
-        offsets = self._offsets(h, w)
-        r = max([max(abs(dy), abs(dx)) for dy, dx in offsets] + [0])
-        padded = F.pad(colours, (r, r, r, r))
-        inside = F.pad(torch.ones(1, 1, h, w, device=colours.device, dtype=colours.dtype), (r, r, r, r))
-        kernels = []
-        for dy, dx in offsets:
-            neighbour = padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w]
-            colour2 = (neighbour - colours).pow(2).sum(1)
-            valid = inside[:, 0, r + dy : r + dy + h, r + dx : r + dx + w]
-            kernels.append(self._kernel(torch.tensor(float(dy * dy + dx * dx)), colour2) * valid)
-        return torch.stack(kernels, 1) if kernels else colours.new_zeros(b, 0, h, w)
-
-    def local_message(self, q: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """``sum_{j in window(i)} k_ij Q_j`` for every pixel ``i``."""
-        h, w = q.shape[-2:]
-        offsets = self._offsets(h, w)
-        r = max([max(abs(dy), abs(dx)) for dy, dx in offsets] + [0])
-        padded = F.pad(q, (r, r, r, r))
-        message = torch.zeros_like(q)
-        for k, (dy, dx) in enumerate(offsets):
-            message = torch.addcmul(message, kernel[:, k : k + 1], padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w])
-        return message
-
-    def dense_kernel(self, colours: torch.Tensor) -> torch.Tensor:
-        """``(B, N, N)``: the kernel between all pairs of the ``N = H W`` pixels (zero diagonal)."""
-        b, _, h, w = colours.shape
+    def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, H, W, 2 + C)`` appearance features ``(x / theta_alpha, y / theta_alpha, I / theta_beta)`` and
+        ``(B, H, W, 2)`` smoothness features ``(x, y) / theta_gamma``, in densecrf's order."""
+        colours = colour_features(image).permute(0, 2, 3, 1)
+        b, h, w, _ = colours.shape
         ys, xs = torch.meshgrid(torch.arange(h, device=colours.device), torch.arange(w, device=colours.device), indexing="ij")
-        pos = torch.stack([ys.flatten(), xs.flatten()], 1).to(colours.dtype)
-        dist2 = torch.cdist(pos, pos).pow(2)
-        feats = colours.flatten(2).transpose(1, 2)
-        kernel = self._kernel(dist2, torch.cdist(feats, feats).pow(2))
-        return kernel * (1 - torch.eye(h * w, device=colours.device, dtype=colours.dtype))
+        pos = torch.stack([xs, ys], -1).to(colours.dtype).expand(b, h, w, 2)
+        return torch.cat([pos / self.theta_alpha, colours / self.theta_beta], -1), pos / self.theta_gamma
 
-    def pairwise(self, q: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        """``sum_l' mu(l, l') sum_{j != i} k_ij Q_j(l')``: the pairwise energy of label ``l`` at each pixel."""
-        if self.window is None:
-            b, n_labels, h, w = q.shape
-            message = torch.bmm(q.flatten(2), kernel).view(b, n_labels, h, w)  # the kernel is symmetric
-        else:
-            message = self.local_message(q, kernel)
-        return torch.einsum("lk,bkhw->blhw", self._compat().to(q.dtype), message)
+    def filters(self, image: torch.Tensor) -> list[tuple[int, Filter, torch.Tensor]]:
+        """For each kernel with a weight: its index in :attr:`weights`, its filter and its symmetric
+        normalisation ``D^-1/2`` (``(B, H, W, 1)``), built once per image batch and forward."""
+        build = {"lattice": lattice_filter, "exact": exact_filter,
+                 "window": lambda f: window_filter(f, self.window)}[self.method]  # type: ignore[arg-type]
+        out = []
+        for k, features in enumerate(self.features(image)):
+            if self.trainable or float(self.fixed_weights[k]) > 0:
+                filt = build(features)
+                with torch.no_grad():
+                    norm = (filt(features.new_ones(*features.shape[:3], 1)) + 1e-20).rsqrt()
+                out.append((k, filt, norm))
+        return out
 
-    def kernels(self, image: torch.Tensor) -> torch.Tensor:
-        colours = colour_features(image)
-        return self.dense_kernel(colours) if self.window is None else self.local_kernel(colours)
+    def pairwise(self, q: torch.Tensor, filters: list[tuple[int, Filter, torch.Tensor]]) -> torch.Tensor:
+        """``sum_l' mu(l, l') sum_j k_ij Q_j(l')`` for ``q`` ``(B, H, W, L)``: the pairwise energy of label ``l``."""
+        weights = self.weights.to(q.dtype)
+        message = torch.zeros_like(q)
+        for k, filt, norm in filters:
+            message = message + weights[k] * norm * filt(norm * q)
+        return message @ self._compat().to(q.dtype).T
 
     # ---- inference -------------------------------------------------------------------------------------------------
 
-    def forward(self, logits: torch.Tensor, image: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
-        """Log-marginals after ``iterations`` (default ``self.iterations``) mean-field updates."""
+    def _check(self, logits: torch.Tensor, image: torch.Tensor) -> None:
         if logits.shape[-2:] != image.shape[-2:] or logits.shape[0] != image.shape[0]:
             raise ConfigError(f"crf: logits {tuple(logits.shape)} and images {tuple(image.shape)} differ in batch or size")
-        logits = logits.float()
-        kernel = self.kernels(image)
-        log_q = F.log_softmax(logits, 1)
+
+    def forward(self, logits: torch.Tensor, image: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+        """Log-marginals after ``iterations`` (default ``self.iterations``) mean-field updates."""
+        self._check(logits, image)
+        unary = logits.float().permute(0, 2, 3, 1)  # labels last: (B, H, W, L)
+        filters = self.filters(image)
+        log_q = F.log_softmax(unary, -1)
         for _ in range(self.iterations if iterations is None else iterations):
-            log_q = F.log_softmax(logits - self.pairwise(log_q.exp(), kernel), 1)
-        return log_q
+            log_q = F.log_softmax(unary - self.pairwise(log_q.exp(), filters), -1)
+        return log_q.permute(0, 3, 1, 2).contiguous()
 
     def free_energy(self, logits: torch.Tensor, image: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """Per image, the mean-field objective ``KL(Q || P) - log Z``: expected energy minus entropy,
         ``sum_i Q_i . U_i + 1/2 sum_i Q_i . pairwise_i + sum_i Q_i . log Q_i``."""
+        self._check(logits, image)
+        log_q = log_q.permute(0, 2, 3, 1)
         q = log_q.exp()
-        unary = -(q * logits.float()).sum((1, 2, 3))
-        pair = 0.5 * (q * self.pairwise(q, self.kernels(image))).sum((1, 2, 3))
+        unary = -(q * logits.float().permute(0, 2, 3, 1)).sum((1, 2, 3))
+        pair = 0.5 * (q * self.pairwise(q, self.filters(image))).sum((1, 2, 3))
         return unary + pair + (q * log_q).sum((1, 2, 3))
-
