@@ -72,43 +72,64 @@ def resolve_method(method: str | None, window: int | None) -> str:
     return method
 
 
-def lattice_filter(features: torch.Tensor) -> Filter:
-    """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``."""
-    b, h, w, d = features.shape
-    lattice = PermutohedralLattice(features.reshape(b, h * w, d))
-    return lambda values: lattice.filter(values.reshape(b, h * w, -1)).view(b, h, w, -1)
+def _symmetric(filt: Filter, features: torch.Tensor) -> torch.Tensor:
+    """``D^-1/2`` (``(B, H, W, 1)``) of densecrf's NORMALIZE_SYMMETRIC, ``D_i = sum_j k_ij`` (self included)."""
+    return (filt(features.new_ones(*features.shape[:3], 1)) + 1e-20).rsqrt()
 
 
-def exact_filter(features: torch.Tensor) -> Filter:
-    """Filtering with the dense ``(B, N, N)`` Gaussian kernel matrix of ``features`` ``(B, H, W, D)``."""
-    b, h, w, d = features.shape
-    flat = features.reshape(b, h * w, d)
-    kernel = torch.exp(-0.5 * torch.cdist(flat, flat).pow(2))
-    return lambda values: torch.bmm(kernel, values.reshape(b, h * w, -1)).view(b, h, w, -1)
+class LatticeFilter:
+    """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``, normalised symmetrically."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.shape = features.shape
+        self.lattice = PermutohedralLattice(features.flatten(1, 2))
+        self.lattice.normalise_symmetric()
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        return self.lattice.filter(values.flatten(1, 2)).view(*self.shape[:3], -1)
 
 
-def window_filter(features: torch.Tensor, radius: int) -> Filter:
-    """The Gaussian kernel of ``features`` ``(B, H, W, D)`` truncated to a ``radius``-pixel window."""
-    b, h, w, d = features.shape
-    ry, rx = min(radius, h - 1), min(radius, w - 1)  # farther offsets never reach a pixel
-    offsets = [(dy, dx) for dy in range(-ry, ry + 1) for dx in range(-rx, rx + 1)]
-    padded = F.pad(features, (0, 0, rx, rx, ry, ry))
-    inside = F.pad(features.new_ones(1, h, w, 1), (0, 0, rx, rx, ry, ry))
+class ExactFilter:
+    """Filtering with the dense ``(B, N, N)`` Gaussian kernel matrix of ``features`` ``(B, H, W, D)``,
+    normalised symmetrically."""
 
-    def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-        return x[:, ry + dy : ry + dy + h, rx + dx : rx + dx + w]
+    def __init__(self, features: torch.Tensor) -> None:
+        self.shape, flat = features.shape, features.flatten(1, 2)
+        self.kernel = torch.exp(-0.5 * torch.cdist(flat, flat).pow(2))
+        norm = _symmetric(self, features).flatten(1)
+        self.kernel = norm[:, :, None] * self.kernel * norm[:, None, :]
 
-    weights = [torch.exp(-0.5 * (shifted(padded, dy, dx) - features).pow(2).sum(-1, keepdim=True)) * shifted(inside, dy, dx)
-               for dy, dx in offsets]
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.kernel.to(values.device), values.flatten(1, 2)).view(*self.shape[:3], -1)
 
-    def apply(values: torch.Tensor) -> torch.Tensor:
-        padded_values = F.pad(values, (0, 0, rx, rx, ry, ry))
-        out = torch.zeros_like(values)
-        for weight, (dy, dx) in zip(weights, offsets):
-            out = torch.addcmul(out, weight, shifted(padded_values, dy, dx))
+
+class WindowFilter:
+    """The Gaussian kernel of ``features`` ``(B, H, W, D)`` truncated to a ``radius``-pixel window,
+    normalised symmetrically within the window."""
+
+    def __init__(self, features: torch.Tensor, radius: int) -> None:
+        b, h, w, _ = self.shape = features.shape
+        self.ry, self.rx = min(radius, h - 1), min(radius, w - 1)  # farther offsets never reach a pixel
+        self.offsets = [(dy, dx) for dy in range(-self.ry, self.ry + 1) for dx in range(-self.rx, self.rx + 1)]
+        padded, inside = self._pad(features), self._pad(features.new_ones(1, h, w, 1))
+        self.weights = [torch.exp(-0.5 * (self._shift(padded, dy, dx) - features).pow(2).sum(-1, keepdim=True))
+                        * self._shift(inside, dy, dx) for dy, dx in self.offsets]
+        norm = _symmetric(self, features)
+        padded_norm = self._pad(norm)
+        self.weights = [norm * weight * self._shift(padded_norm, dy, dx) for weight, (dy, dx) in zip(self.weights, self.offsets)]
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, 0, self.rx, self.rx, self.ry, self.ry))
+
+    def _shift(self, padded: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        h, w = self.shape[1:3]
+        return padded[:, self.ry + dy : self.ry + dy + h, self.rx + dx : self.rx + dx + w]
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        padded, out = self._pad(values), torch.zeros_like(values)
+        for weight, (dy, dx) in zip(self.weights, self.offsets):
+            out = torch.addcmul(out, weight, self._shift(padded, dy, dx))
         return out
-
-    return apply
 
 
 class DenseCRF(nn.Module):
@@ -184,27 +205,37 @@ class DenseCRF(nn.Module):
         pos = torch.stack([xs, ys], -1).to(colours.dtype).expand(b, h, w, 2)
         return torch.cat([pos / self.theta_alpha, colours / self.theta_beta], -1), pos / self.theta_gamma
 
-    def filters(self, image: torch.Tensor) -> list[tuple[int, Filter, torch.Tensor]]:
-        """For each kernel with a weight: its index in :attr:`weights`, its filter and its symmetric
-        normalisation ``D^-1/2`` (``(B, H, W, 1)``), built once per image batch and forward."""
-        build = {"lattice": lattice_filter, "exact": exact_filter,
-                 "window": lambda f: window_filter(f, self.window)}[self.method]  # type: ignore[arg-type]
-        out = []
+    def filters(self, image: torch.Tensor) -> list[tuple[int, Filter]]:
+        """For each kernel with a weight: its index in :attr:`weights` and its normalised filter, built once
+        per image batch and forward."""
+        out: list[tuple[int, Filter]] = []
         for k, features in enumerate(self.features(image)):
             if self.trainable or float(self.fixed_weights[k]) > 0:
-                filt = build(features)
-                with torch.no_grad():
-                    norm = (filt(features.new_ones(*features.shape[:3], 1)) + 1e-20).rsqrt()
-                out.append((k, filt, norm))
+                if self.method == "window":
+                    out.append((k, WindowFilter(features, self.window)))  # type: ignore[arg-type]
+                else:
+                    out.append((k, LatticeFilter(features) if self.method == "lattice" else ExactFilter(features)))
         return out
 
-    def pairwise(self, q: torch.Tensor, filters: list[tuple[int, Filter, torch.Tensor]]) -> torch.Tensor:
+    def message(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
+        """``sum_j k_ij Q_j(l)`` for ``q`` ``(B, H, W, L)``, the kernels weighted."""
+        if self.trainable:
+            weights = self.weights.to(q.dtype)
+            return sum((weights[k] * filt(q) for k, filt in filters), torch.zeros_like(q))
+        out = torch.zeros_like(q)
+        for k, filt in filters:
+            out.add_(filt(q), alpha=float(self.fixed_weights[k]))
+        return out
+
+    def pairwise(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
         """``sum_l' mu(l, l') sum_j k_ij Q_j(l')`` for ``q`` ``(B, H, W, L)``: the pairwise energy of label ``l``."""
-        weights = self.weights.to(q.dtype)
-        message = torch.zeros_like(q)
-        for k, filt, norm in filters:
-            message = message + weights[k] * norm * filt(norm * q)
-        return message @ self._compat().to(q.dtype).T
+        return self.message(q, filters) @ self._compat().to(q.dtype).T
+
+    def _potentials(self, unary: torch.Tensor, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
+        """``-U - pairwise``, up to a constant per pixel (Potts: ``sum(message) - message``, so ``+ message``)."""
+        if self.compatibility is None:
+            return unary + self.message(q, filters)
+        return unary - self.pairwise(q, filters)
 
     # ---- inference -------------------------------------------------------------------------------------------------
 
@@ -215,11 +246,13 @@ class DenseCRF(nn.Module):
     def forward(self, logits: torch.Tensor, image: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
         """Log-marginals after ``iterations`` (default ``self.iterations``) mean-field updates."""
         self._check(logits, image)
-        unary = logits.float().permute(0, 2, 3, 1)  # labels last: (B, H, W, L)
+        unary = logits.float().permute(0, 2, 3, 1).contiguous()  # labels last: (B, H, W, L)
         filters = self.filters(image)
-        log_q = F.log_softmax(unary, -1)
-        for _ in range(self.iterations if iterations is None else iterations):
-            log_q = F.log_softmax(unary - self.pairwise(log_q.exp(), filters), -1)
+        steps = self.iterations if iterations is None else iterations
+        q = F.softmax(unary, -1)
+        for _ in range(steps - 1):
+            q = F.softmax(self._potentials(unary, q, filters), -1)
+        log_q = F.log_softmax(self._potentials(unary, q, filters) if steps else unary, -1)
         return log_q.permute(0, 3, 1, 2).contiguous()
 
     def free_energy(self, logits: torch.Tensor, image: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

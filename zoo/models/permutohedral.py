@@ -15,6 +15,7 @@ weights, blur order and ``alpha`` constant, so that both filter alike.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -33,6 +34,7 @@ class PermutohedralLattice:
     def _build(self, features: torch.Tensor) -> None:
         b, n, d = features.shape
         device, p = features.device, b * n
+        self.alpha = 1.0 / (1.0 + 2.0**-d)  # densecrf's "magic scaling constant"
         f = features.reshape(p, d)
         # elevate onto the plane x . 1 = 0 (Adams et al. 2010, p. 5), scaled for a unit-variance Gaussian (p. 6)
         i = torch.arange(d, device=device, dtype=torch.float32)
@@ -56,10 +58,10 @@ class PermutohedralLattice:
         w = (elevated - rem0) * down
         bary = torch.zeros(p, d + 2, device=device).scatter_add_(1, d - rank, w).scatter_add_(1, d - rank + 1, -w)
         bary[:, 0] += 1.0 + bary[:, d + 1]
-        # the d + 1 vertices: key_r = rem0 + canonical[r, rank] over the first d coordinates
-        r = torch.arange(d + 1, device=device)
-        canonical = torch.where(r[None, :] <= d - r[:, None], r[:, None], r[:, None] - (d + 1))  # [remainder, rank]
-        keys = rem0[:, None, :d] + canonical[r[None, :, None], rank[:, None, :d]]  # (P, d + 1, d)
+        # the d + 1 vertices: key_r = rem0 + canonical[r, rank] over the first d coordinates, canonical[r, k] =
+        # r, less d + 1 where k > d - r
+        r = torch.arange(d + 1, device=device)[None, :, None]
+        keys = rem0[:, None, :d] + r - (d + 1) * (rank[:, None, :d] > d - r).long()  # (P, d + 1, d)
         # one int64 code per key (mixed radix, the image index most significant, a margin of d + 1 per digit
         # so that a neighbour's code never aliases another key)
         low = keys.amin((0, 1)) - (d + 1)
@@ -68,33 +70,97 @@ class PermutohedralLattice:
         if math.prod(spans) * b >= 2**62:
             raise ConfigError("crf: the lattice's keys overflow int64 (kernel widths theta too small for this image); "
                               "use larger theta values or method=window")
-        stride = torch.tensor(strides, device=device)
-        image = torch.arange(b, device=device).repeat_interleave(n * (d + 1)).view(p, d + 1)
-        codes = ((keys - low) * stride).sum(2) + image * math.prod(spans)
-        lattice, offsets = torch.unique(codes.flatten(), sorted=True, return_inverse=True)
+        codes = ((keys - low) * torch.tensor(strides, device=device)).sum(2)
+        codes += (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)[:, None]
+        # vertices in ascending code order within each pixel's row: the slice matrix's columns come out sorted
+        codes, order = codes.sort(1)
+        weights = bary[:, : d + 1].gather(1, order)
+        # one stable sort gives the lattice (unique codes), each entry's vertex and the splat matrix's rows
+        # (the entries of a vertex in pixel order)
+        sorted_codes, by_vertex = codes.flatten().sort(stable=True)
+        first = torch.ones_like(sorted_codes, dtype=torch.bool)
+        first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        vertex_of_sorted = first.long().cumsum(0) - 1
+        lattice = sorted_codes[first]
         m = lattice.numel()
-        # neighbours along direction j: every coordinate - 1, coordinate j + d (j = d: the implicit last one)
-        steps = [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]
-        neighbours = []
-        for step in steps:
-            pair = []
-            for code in (lattice + step, lattice - step):
-                at = torch.searchsorted(lattice, code).clamp(max=m - 1)
-                found = torch.where(lattice[at] == code, at, m)
-                pair.append(torch.cat([found, found.new_full((1,), m)]))  # row m: the missing vertex, always 0
-            neighbours.append(pair)
-        self.batch, self.pixels, self.dim, self.size = b, n, d, m
-        self.offsets, self.weights, self.neighbours = offsets.view(-1), bary[:, : d + 1].contiguous(), neighbours
-        self.alpha = 1.0 / (1.0 + 2.0**-d)  # densecrf's "magic scaling constant"
+        offsets = torch.empty_like(vertex_of_sorted).scatter_(0, by_vertex, vertex_of_sorted)
+        slice_crow = torch.arange(0, p * (d + 1) + 1, d + 1, device=device)
+        self.slice = _sparse(slice_crow, offsets, self.alpha * weights.flatten(), (p, m))
+        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=device)
+        splat_crow[1:] = torch.bincount(vertex_of_sorted, minlength=m).cumsum(0)
+        self.splat = _sparse(splat_crow, by_vertex.div(d + 1, rounding_mode="floor"), weights.flatten()[by_vertex], (m, p))
+        # the blur along direction j: 1 at the vertex, 1/2 at its two neighbours (every coordinate - 1 and
+        # coordinate j + d, or the reverse; j = d: the implicit last coordinate), where they exist
+        self.blurs = []
+        vertex = torch.arange(m, device=device)
+        half = torch.tensor([0.5, 1.0, 0.5], device=device).expand(m, 3)
+        for step in [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]:
+            above = _find(lattice, lattice + abs(step))  # the neighbour with the higher code (and index)
+            below = torch.full_like(above, -1)
+            found = above >= 0
+            below[above[found]] = vertex[found]
+            cols = torch.stack([below, vertex, above], 1).flatten()  # a row's columns in ascending order
+            keep = (cols >= 0).nonzero().squeeze(1)
+            crow = torch.zeros(m + 1, dtype=torch.long, device=device)
+            crow[1:] = (cols >= 0).view(m, 3).sum(1).cumsum(0)
+            self.blurs.append(_sparse(crow, cols[keep], half.flatten()[keep], (m, m)))
+        self.size = m
+
+    def _apply(self, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose), each product
+        written into a preallocated buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
+        dtype, c = values.dtype, values.shape[1]
+        grid, spare = values.new_empty(self.size, c), values.new_empty(self.size, c)
+        torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
+        for blur in reversed(self.blurs) if reverse else self.blurs:
+            torch.addmm(spare, blur.to(dtype), grid, beta=0, out=spare)
+            grid, spare = spare, grid
+        out = values.new_empty(values.shape)
+        return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+
+    def normalise_symmetric(self) -> None:
+        """Turn the filter ``K`` into ``D^-1/2 K D^-1/2`` with ``D = diag(K 1)`` (densecrf's NORMALIZE_SYMMETRIC)."""
+        norm = (self._apply(torch.ones(self.slice.shape[0], 1, device=self.slice.device)) + 1e-20).rsqrt().flatten()
+        self.slice = _scale(self.slice, rows=norm)
+        self.splat = _scale(self.splat, cols=norm)
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat, blur, slice: ``values`` ``(B, N, C)`` -> the Gaussian-filtered ``(B, N, C)``."""
         b, n, c = values.shape
-        flat = values.reshape(b * n, c)
-        weights = self.weights.to(flat.dtype)
-        splat = (flat[:, None, :] * weights[:, :, None]).reshape(-1, c)
-        grid = flat.new_zeros(self.size + 1, c).index_add(0, self.offsets, splat)
-        for n1, n2 in self.neighbours:
-            grid = grid + 0.5 * (grid.index_select(0, n1) + grid.index_select(0, n2))
-        sliced = grid.index_select(0, self.offsets).view(b * n, self.dim + 1, c)
-        return (self.alpha * torch.bmm(weights[:, None, :], sliced)).view(b, n, c)
+        return _Filter.apply(values.reshape(b * n, c), self).view(b, n, c)
+
+
+class _Filter(torch.autograd.Function):
+    """The lattice filter as one autograd node: its transpose blurs in the reverse order."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, values: torch.Tensor, lattice: PermutohedralLattice) -> torch.Tensor:
+        ctx.lattice = lattice  # type: ignore[attr-defined]
+        return lattice._apply(values.contiguous())
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # (slice B_d .. B_0 splat)^T = splat^T B_0 .. B_d slice^T, and splat^T = slice / alpha, slice^T = alpha splat
+        return ctx.lattice._apply(grad.contiguous(), reverse=True), None  # type: ignore[attr-defined]
+
+
+def _find(sorted_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The index of each of ``codes`` in ``sorted_codes``, -1 where it is missing."""
+    at = torch.searchsorted(sorted_codes, codes).clamp(max=sorted_codes.numel() - 1)
+    return torch.where(sorted_codes[at] == codes, at, -1)
+
+
+def _scale(matrix: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """``diag(rows) matrix diag(cols)`` of a CSR matrix."""
+    crow, col, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
+    if rows is not None:
+        values = values * rows.repeat_interleave(crow.diff())
+    if cols is not None:
+        values = values * cols[col]
+    return _sparse(crow, col, values, matrix.shape)
+
+
+def _sparse(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta": matrix products with dense ones are enough
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
