@@ -32,6 +32,7 @@ learned through the unrolled iterations, as in CRF-as-RNN (Zheng et al., ICCV 20
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -44,7 +45,7 @@ from zoo.registry import close_names
 
 METHODS = ("lattice", "window", "exact")
 
-#: a Gaussian filter over one image batch's pixels: values ``(B, H, W, C)`` -> ``sum_j k_ij v_j`` alike
+#: a Gaussian filter over one image batch's ``P = B H W`` pixels: values ``(P, C)`` -> ``sum_j k_ij v_j`` alike
 Filter = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -73,20 +74,27 @@ def resolve_method(method: str | None, window: int | None) -> str:
 
 
 def _symmetric(filt: Filter, features: torch.Tensor) -> torch.Tensor:
-    """``D^-1/2`` (``(B, H, W, 1)``) of densecrf's NORMALIZE_SYMMETRIC, ``D_i = sum_j k_ij`` (self included)."""
-    return (filt(features.new_ones(*features.shape[:3], 1)) + 1e-20).rsqrt()
+    """``D^-1/2`` (``(P, 1)``) of densecrf's NORMALIZE_SYMMETRIC, ``D_i = sum_j k_ij`` (self included)."""
+    return (filt(features.new_ones(features.shape[:-1].numel(), 1)) + 1e-20).rsqrt()
 
 
 class LatticeFilter:
     """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``, normalised symmetrically."""
 
     def __init__(self, features: torch.Tensor) -> None:
-        self.shape = features.shape
         self.lattice = PermutohedralLattice(features.flatten(1, 2))
         self.lattice.normalise_symmetric()
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        return self.lattice.filter(values.flatten(1, 2)).view(*self.shape[:3], -1)
+        return self.lattice.filter(values)
+
+
+@functools.lru_cache(maxsize=4)
+def position_lattice(batch: int, height: int, width: int, theta: float, device: torch.device) -> LatticeFilter:
+    """The lattice of the smoothness kernel, whose features are the positions only: one per image size
+    (the last few kept)."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return LatticeFilter(torch.stack([xs, ys], -1).float().expand(batch, height, width, 2) / theta)
 
 
 class ExactFilter:
@@ -94,13 +102,14 @@ class ExactFilter:
     normalised symmetrically."""
 
     def __init__(self, features: torch.Tensor) -> None:
-        self.shape, flat = features.shape, features.flatten(1, 2)
+        flat = features.flatten(1, 2)
         self.kernel = torch.exp(-0.5 * torch.cdist(flat, flat).pow(2))
-        norm = _symmetric(self, features).flatten(1)
+        norm = _symmetric(self, features).view(flat.shape[:2])
         self.kernel = norm[:, :, None] * self.kernel * norm[:, None, :]
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(self.kernel.to(values.device), values.flatten(1, 2)).view(*self.shape[:3], -1)
+        b, n = self.kernel.shape[:2]
+        return torch.bmm(self.kernel, values.view(b, n, -1)).view(b * n, -1)
 
 
 class WindowFilter:
@@ -114,7 +123,7 @@ class WindowFilter:
         padded, inside = self._pad(features), self._pad(features.new_ones(1, h, w, 1))
         self.weights = [torch.exp(-0.5 * (self._shift(padded, dy, dx) - features).pow(2).sum(-1, keepdim=True))
                         * self._shift(inside, dy, dx) for dy, dx in self.offsets]
-        norm = _symmetric(self, features)
+        norm = _symmetric(self, features).view(b, h, w, 1)
         padded_norm = self._pad(norm)
         self.weights = [norm * weight * self._shift(padded_norm, dy, dx) for weight, (dy, dx) in zip(self.weights, self.offsets)]
 
@@ -126,10 +135,11 @@ class WindowFilter:
         return padded[:, self.ry + dy : self.ry + dy + h, self.rx + dx : self.rx + dx + w]
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        values = values.view(*self.shape[:3], -1)
         padded, out = self._pad(values), torch.zeros_like(values)
         for weight, (dy, dx) in zip(self.weights, self.offsets):
             out = torch.addcmul(out, weight, self._shift(padded, dy, dx))
-        return out
+        return out.view(-1, values.shape[-1])
 
 
 class DenseCRF(nn.Module):
@@ -211,14 +221,17 @@ class DenseCRF(nn.Module):
         out: list[tuple[int, Filter]] = []
         for k, features in enumerate(self.features(image)):
             if self.trainable or float(self.fixed_weights[k]) > 0:
-                if self.method == "window":
+                if self.method == "lattice":
+                    out.append((k, LatticeFilter(features) if k == 0 else
+                                position_lattice(*features.shape[:3], self.theta_gamma, features.device)))
+                elif self.method == "window":
                     out.append((k, WindowFilter(features, self.window)))  # type: ignore[arg-type]
                 else:
-                    out.append((k, LatticeFilter(features) if self.method == "lattice" else ExactFilter(features)))
+                    out.append((k, ExactFilter(features)))
         return out
 
     def message(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
-        """``sum_j k_ij Q_j(l)`` for ``q`` ``(B, H, W, L)``, the kernels weighted."""
+        """``sum_j k_ij Q_j(l)`` for ``q`` ``(P, L)``, the kernels weighted."""
         if self.trainable:
             weights = self.weights.to(q.dtype)
             return sum((weights[k] * filt(q) for k, filt in filters), torch.zeros_like(q))
@@ -228,7 +241,7 @@ class DenseCRF(nn.Module):
         return out
 
     def pairwise(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
-        """``sum_l' mu(l, l') sum_j k_ij Q_j(l')`` for ``q`` ``(B, H, W, L)``: the pairwise energy of label ``l``."""
+        """``sum_l' mu(l, l') sum_j k_ij Q_j(l')`` for ``q`` ``(P, L)``: the pairwise energy of label ``l``."""
         return self.message(q, filters) @ self._compat().to(q.dtype).T
 
     def _potentials(self, unary: torch.Tensor, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
@@ -239,28 +252,51 @@ class DenseCRF(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------------------------------
 
-    def _check(self, logits: torch.Tensor, image: torch.Tensor) -> None:
-        if logits.shape[-2:] != image.shape[-2:] or logits.shape[0] != image.shape[0]:
-            raise ConfigError(f"crf: logits {tuple(logits.shape)} and images {tuple(image.shape)} differ in batch or size")
-
     def forward(self, logits: torch.Tensor, image: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
         """Log-marginals after ``iterations`` (default ``self.iterations``) mean-field updates."""
-        self._check(logits, image)
-        unary = logits.float().permute(0, 2, 3, 1).contiguous()  # labels last: (B, H, W, L)
+        unary = self._pixels(logits, image)
         filters = self.filters(image)
         steps = self.iterations if iterations is None else iterations
         q = F.softmax(unary, -1)
         for _ in range(steps - 1):
             q = F.softmax(self._potentials(unary, q, filters), -1)
         log_q = F.log_softmax(self._potentials(unary, q, filters) if steps else unary, -1)
-        return log_q.permute(0, 3, 1, 2).contiguous()
+        b, labels, h, w = logits.shape
+        return log_q.view(b, h, w, labels).permute(0, 3, 1, 2).contiguous()
 
     def free_energy(self, logits: torch.Tensor, image: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """Per image, the mean-field objective ``KL(Q || P) - log Z``: expected energy minus entropy,
         ``sum_i Q_i . U_i + 1/2 sum_i Q_i . pairwise_i + sum_i Q_i . log Q_i``."""
-        self._check(logits, image)
-        log_q = log_q.permute(0, 2, 3, 1)
+        unary, log_q = self._pixels(logits, image), self._pixels(log_q, image)
         q = log_q.exp()
-        unary = -(q * logits.float().permute(0, 2, 3, 1)).sum((1, 2, 3))
-        pair = 0.5 * (q * self.pairwise(q, self.filters(image))).sum((1, 2, 3))
-        return unary + pair + (q * log_q).sum((1, 2, 3))
+        per_pixel = -(q * unary).sum(1) + 0.5 * (q * self.pairwise(q, self.filters(image))).sum(1) + (q * log_q).sum(1)
+        return per_pixel.view(len(logits), -1).sum(1)
+
+    def _pixels(self, scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``(B, L, H, W)`` scores as ``(B H W, L)`` rows, labels last."""
+        if scores.shape[-2:] != image.shape[-2:] or scores.shape[0] != image.shape[0]:
+            raise ConfigError(f"crf: logits {tuple(scores.shape)} and images {tuple(image.shape)} differ in batch or size")
+        return scores.float().permute(0, 2, 3, 1).reshape(-1, scores.shape[1])
+
+
+def reference_marginals(crf: DenseCRF, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The marginals ``(B, L, H, W)`` of Krähenbühl's own densecrf (the ``pydensecrf`` package, e.g.
+    ``pip install pydensecrf2``) with ``crf``'s Potts weights, kernel widths and iterations, on the same
+    unaries and colour features (rounded to 8 bits, as densecrf takes them); RGB images only."""
+    import numpy as np
+    import pydensecrf.densecrf as dcrf
+
+    if image.shape[1] != 3:
+        raise ConfigError(f"crf: densecrf's bilateral kernel takes RGB images, got {image.shape[1]} channel(s)")
+    colours = colour_features(image).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    unary = -logits.detach().float().cpu().numpy()
+    w1, w2 = (float(w) for w in crf.weights.detach())
+    out = []
+    for u, rgb in zip(unary, colours):
+        labels, h, w = u.shape
+        model = dcrf.DenseCRF2D(w, h, labels)
+        model.setUnaryEnergy(np.ascontiguousarray(u.reshape(labels, -1)))
+        model.addPairwiseGaussian(sxy=crf.theta_gamma, compat=w2)
+        model.addPairwiseBilateral(sxy=crf.theta_alpha, srgb=crf.theta_beta, rgbim=np.ascontiguousarray(rgb), compat=w1)
+        out.append(torch.from_numpy(np.array(model.inference(crf.iterations))).view(labels, h, w))
+    return torch.stack(out).to(logits.device)

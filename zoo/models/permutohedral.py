@@ -24,7 +24,7 @@ from zoo.errors import ConfigError
 
 class PermutohedralLattice:
     """The lattice of a batch of feature sets ``(B, N, d)``, built once (without gradients) and then
-    applied to any number of value tensors ``(B, N, C)`` with :meth:`filter`. Images of a batch share one
+    applied to any number of value tensors ``(B N, C)`` with :meth:`filter`. Images of a batch share one
     lattice whose keys carry the image index, so they never mix."""
 
     def __init__(self, features: torch.Tensor) -> None:
@@ -48,10 +48,10 @@ class PermutohedralLattice:
         up_pt, down_pt = torch.ceil(v) * (d + 1), torch.floor(v) * (d + 1)
         rem0 = torch.where(up_pt - elevated < elevated - down_pt, up_pt, down_pt)
         total = (rem0.sum(1) * down).round().long()
-        diff = elevated - rem0
-        less = diff[:, :, None] < diff[:, None, :]  # less[:, i, j]: diff_i < diff_j
-        later = torch.ones(d + 1, d + 1, dtype=torch.bool, device=device).triu(1)  # j > i
-        rank = (less & later).sum(2) + (~less.transpose(1, 2) & later.T).sum(2) + total[:, None]
+        # rank: the position of each coordinate of elevated - rem0 in descending order, ties by index
+        by_size = (rem0 - elevated).argsort(dim=1, stable=True)
+        rank = torch.empty_like(by_size).scatter_(1, by_size, torch.arange(d + 1, device=device).expand(p, d + 1))
+        rank += total[:, None]
         rem0 = rem0.long() + (d + 1) * ((rank < 0).long() - (rank > d).long())
         rank = rank.remainder(d + 1)
         # barycentric weights (p. 10)
@@ -59,19 +59,21 @@ class PermutohedralLattice:
         bary = torch.zeros(p, d + 2, device=device).scatter_add_(1, d - rank, w).scatter_add_(1, d - rank + 1, -w)
         bary[:, 0] += 1.0 + bary[:, d + 1]
         # the d + 1 vertices: key_r = rem0 + canonical[r, rank] over the first d coordinates, canonical[r, k] =
-        # r, less d + 1 where k > d - r
-        r = torch.arange(d + 1, device=device)[None, :, None]
-        keys = rem0[:, None, :d] + r - (d + 1) * (rank[:, None, :d] > d - r).long()  # (P, d + 1, d)
-        # one int64 code per key (mixed radix, the image index most significant, a margin of d + 1 per digit
-        # so that a neighbour's code never aliases another key)
-        low = keys.amin((0, 1)) - (d + 1)
-        spans = (keys.amax((0, 1)) - low + d + 2).tolist()
+        # r, less d + 1 where k > d - r; so key_r lies within rem0 -+ d. One int64 code per key: mixed radix,
+        # the image index most significant, a margin of d + 1 per digit so that a neighbour's code never
+        # aliases another key
+        low = rem0[:, :d].amin(0) - (2 * d + 1)
+        spans = (rem0[:, :d].amax(0) + 2 * d + 2 - low).tolist()
         strides = [math.prod(spans[k + 1 :]) for k in range(d)]
         if math.prod(spans) * b >= 2**62:
             raise ConfigError("crf: the lattice's keys overflow int64 (kernel widths theta too small for this image); "
                               "use larger theta values or method=window")
-        codes = ((keys - low) * torch.tensor(strides, device=device)).sum(2)
-        codes += (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)[:, None]
+        stride = torch.tensor(strides, device=device)
+        base = ((rem0[:, :d] - low) * stride).sum(1) + (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)
+        # sum_k stride_k [rank_k > d - r] for r = 0..d: a cumulative sum over r of the strides placed at d + 1 - rank_k
+        wrapped = torch.zeros(p, d + 2, dtype=torch.long, device=device).scatter_add_(1, d + 1 - rank[:, :d], stride.expand(p, d))
+        r = torch.arange(d + 1, device=device)
+        codes = base[:, None] + r * sum(strides) - (d + 1) * wrapped.cumsum(1)[:, : d + 1]
         # vertices in ascending code order within each pixel's row: the slice matrix's columns come out sorted
         codes, order = codes.sort(1)
         weights = bary[:, : d + 1].gather(1, order)
@@ -125,9 +127,8 @@ class PermutohedralLattice:
         self.splat = _scale(self.splat, cols=norm)
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
-        """Splat, blur, slice: ``values`` ``(B, N, C)`` -> the Gaussian-filtered ``(B, N, C)``."""
-        b, n, c = values.shape
-        return _Filter.apply(values.reshape(b * n, c), self).view(b, n, c)
+        """Splat, blur, slice: ``values`` ``(B N, C)`` -> the Gaussian-filtered ``(B N, C)``."""
+        return _Filter.apply(values, self)
 
 
 class _Filter(torch.autograd.Function):
