@@ -79,10 +79,11 @@ def _symmetric(filt: Filter, features: torch.Tensor) -> torch.Tensor:
 
 
 class LatticeFilter:
-    """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``, normalised symmetrically."""
+    """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``, normalised symmetrically
+    (``smooth``: see :class:`~zoo.models.permutohedral.PermutohedralLattice`)."""
 
-    def __init__(self, features: torch.Tensor) -> None:
-        self.lattice = PermutohedralLattice(features.flatten(1, 2))
+    def __init__(self, features: torch.Tensor, smooth: bool = False) -> None:
+        self.lattice = PermutohedralLattice(features.flatten(1, 2), smooth)
         self.lattice.normalise_symmetric()
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
@@ -94,7 +95,7 @@ def position_lattice(batch: int, height: int, width: int, theta: float, device: 
     """The lattice of the smoothness kernel, whose features are the positions only: one per image size
     (the last few kept)."""
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    return LatticeFilter(torch.stack([xs, ys], -1).float().expand(batch, height, width, 2) / theta)
+    return LatticeFilter(torch.stack([xs, ys], -1).float().expand(batch, height, width, 2) / theta, smooth=True)
 
 
 class ExactFilter:

@@ -25,13 +25,14 @@ from zoo.errors import ConfigError
 class PermutohedralLattice:
     """The lattice of a batch of feature sets ``(B, N, d)``, built once (without gradients) and then
     applied to any number of value tensors ``(B N, C)`` with :meth:`filter`. Images of a batch share one
-    lattice whose keys carry the image index, so they never mix."""
+    lattice whose keys carry the image index, so they never mix. ``smooth`` (for features that vary
+    smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels reach them."""
 
-    def __init__(self, features: torch.Tensor) -> None:
+    def __init__(self, features: torch.Tensor, smooth: bool = False) -> None:
         with torch.no_grad():
-            self._build(features.detach().float())
+            self._build(features.detach().float(), smooth)
 
-    def _build(self, features: torch.Tensor) -> None:
+    def _build(self, features: torch.Tensor, smooth: bool) -> None:
         b, n, d = features.shape
         device, p = features.device, b * n
         self.alpha = 1.0 / (1.0 + 2.0**-d)  # densecrf's "magic scaling constant"
@@ -74,38 +75,51 @@ class PermutohedralLattice:
         wrapped = torch.zeros(p, d + 2, dtype=torch.long, device=device).scatter_add_(1, d + 1 - rank[:, :d], stride.expand(p, d))
         r = torch.arange(d + 1, device=device)
         codes = base[:, None] + r * sum(strides) - (d + 1) * wrapped.cumsum(1)[:, : d + 1]
-        # vertices in ascending code order within each pixel's row: the slice matrix's columns come out sorted
-        codes, order = codes.sort(1)
-        weights = bary[:, : d + 1].gather(1, order)
-        # one stable sort gives the lattice (unique codes), each entry's vertex and the splat matrix's rows
-        # (the entries of a vertex in pixel order)
-        sorted_codes, by_vertex = codes.flatten().sort(stable=True)
+        # the lattice: the unique codes (sorted, for the neighbour look-ups) from one stable sort
+        sorted_codes, by_code = codes.flatten().sort(stable=True)
         first = torch.ones_like(sorted_codes, dtype=torch.bool)
         first[1:] = sorted_codes[1:] != sorted_codes[:-1]
-        vertex_of_sorted = first.long().cumsum(0) - 1
         lattice = sorted_codes[first]
         m = lattice.numel()
-        offsets = torch.empty_like(vertex_of_sorted).scatter_(0, by_vertex, vertex_of_sorted)
-        slice_crow = torch.arange(0, p * (d + 1) + 1, d + 1, device=device)
-        self.slice = _sparse(slice_crow, offsets, self.alpha * weights.flatten(), (p, m))
+        # vertices numbered by code, or (smooth) in the order the pixels first reach them, as densecrf's hash table
+        # does: faster products where the features vary smoothly along the pixels (the positions alone), slower
+        # blurs otherwise. ids[code rank]: the vertex number; rank_of: its inverse
+        ids = rank_of = torch.arange(m, device=device)
+        if smooth:
+            first_touch = by_code[first]  # the stable sort puts a vertex's earliest entry first
+            ids = torch.empty_like(first_touch).scatter_(0, first_touch.argsort(), ids)
+            rank_of = ids.argsort()
+        vertex_of = torch.empty_like(by_code).scatter_(0, by_code, ids[first.long().cumsum(0) - 1]).view(p, d + 1)
+        # slice (P x M): each pixel's d + 1 vertices, columns ascending; splat (M x P): each vertex's pixels, ascending
+        vertex_of, within = vertex_of.sort(1)
+        weights = bary[:, : d + 1].gather(1, within).flatten()
+        vertex_of = vertex_of.flatten()
+        self.slice = _sparse(torch.arange(0, p * (d + 1) + 1, d + 1, device=device), vertex_of, self.alpha * weights, (p, m))
+        by_vertex = vertex_of.argsort(stable=True)
         splat_crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-        splat_crow[1:] = torch.bincount(vertex_of_sorted, minlength=m).cumsum(0)
-        self.splat = _sparse(splat_crow, by_vertex.div(d + 1, rounding_mode="floor"), weights.flatten()[by_vertex], (m, p))
+        splat_crow[1:] = torch.bincount(vertex_of, minlength=m).cumsum(0)
+        self.splat = _sparse(splat_crow, by_vertex.div(d + 1, rounding_mode="floor"), weights[by_vertex], (m, p))
         # the blur along direction j: 1 at the vertex, 1/2 at its two neighbours (every coordinate - 1 and
         # coordinate j + d, or the reverse; j = d: the implicit last coordinate), where they exist
         self.blurs = []
-        vertex = torch.arange(m, device=device)
         half = torch.tensor([0.5, 1.0, 0.5], device=device).expand(m, 3)
         for step in [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]:
-            above = _find(lattice, lattice + abs(step))  # the neighbour with the higher code (and index)
+            above = _find(lattice, lattice + abs(step))  # by code rank; the neighbour with the higher code
             below = torch.full_like(above, -1)
             found = above >= 0
-            below[above[found]] = vertex[found]
-            cols = torch.stack([below, vertex, above], 1).flatten()  # a row's columns in ascending order
-            keep = (cols >= 0).nonzero().squeeze(1)
+            below[above[found]] = found.nonzero().squeeze(1)
+            cols = torch.stack([below, torch.arange(m, device=device), above], 1)  # ascending in code order
+            cols = torch.where(cols >= 0, cols, m)  # missing: m
+            vals = half
+            if smooth:  # rows by vertex number, columns renumbered and sorted again
+                cols = torch.where(cols < m, ids[cols.clamp(max=m - 1)], m)[rank_of]
+                cols, within = cols.sort(1)
+                vals = half.gather(1, within)
+            cols, vals = cols.flatten(), vals.flatten()
+            keep = (cols < m).nonzero().squeeze(1)
             crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-            crow[1:] = (cols >= 0).view(m, 3).sum(1).cumsum(0)
-            self.blurs.append(_sparse(crow, cols[keep], half.flatten()[keep], (m, m)))
+            crow[1:] = (cols < m).view(m, 3).sum(1).cumsum(0)
+            self.blurs.append(_sparse(crow, cols[keep], vals[keep], (m, m)))
         self.size = m
 
     def _apply(self, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
