@@ -155,10 +155,10 @@ class DenseCRF(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        w1: float = 1.0,
-        w2: float = 0.5,
+        w1: float = 5.0,
+        w2: float = 3.0,
         theta_alpha: float = 8.0,
-        theta_beta: float = 20.0,
+        theta_beta: float = 10.0,
         theta_gamma: float = 1.0,
         iterations: int = 5,
         method: str | None = None,
