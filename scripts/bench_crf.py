@@ -11,6 +11,7 @@ DeepLab v2's CRF (``configs/data/voc_seg.yaml``). Reported: milliseconds per ima
 reference's and the mean absolute difference of the marginals (against ``exact`` without pydensecrf).
 
     OMP_NUM_THREADS=1 python scripts/bench_crf.py                         # 64x64, 96x96, 256x256, 500x375
+    OMP_NUM_THREADS=1 python scripts/bench_crf.py --update-readme         # also rewrite README's table
     OMP_NUM_THREADS=1 python scripts/bench_crf.py --sizes 128x128 --labels 5 --window 3
 """
 
@@ -25,11 +26,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's zoo, not an installed one
+sys.path.insert(0, str(REPO / "scripts"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from zoo_results import update_readme  # noqa: E402
+
 from zoo.models.crf import DenseCRF, reference_marginals  # noqa: E402
+
+START, END = "<!-- bench_crf:start -->", "<!-- bench_crf:end -->"
 
 DEEPLAB = {"w1": 4.0, "theta_alpha": 67.0, "theta_beta": 3.0, "w2": 3.0, "theta_gamma": 1.0, "iterations": 10}
 
@@ -71,6 +77,7 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=96 * 96, help="largest image (pixels) for method=exact")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--noise", type=float, default=1.5, help="std of the noise added to the unaries")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite the table between the README markers")
     for key, value in DEEPLAB.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args()
@@ -79,11 +86,13 @@ def main() -> None:
     crfs = {"lattice": DenseCRF(args.labels, method="lattice", **params),
             "window": DenseCRF(args.labels, method="window", window=args.window, **params),
             "exact": DenseCRF(args.labels, method="exact", **params)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.labels} labels, kernel {params}, "
-          f"window radius {args.window}; reference: {'pydensecrf' if has_reference else 'exact (pydensecrf not installed)'}")
-    print("| image | pixels | densecrf (ms) | lattice (ms) | window (ms) | exact (ms) | lattice: same labels, marginal diff. | "
-          "window | exact |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.labels} labels, kernel `{params}`, "
+             f"window radius {args.window}; reference: {'pydensecrf' if has_reference else 'exact (pydensecrf not installed)'}",
+             "",
+             "| image | pixels | densecrf (ms) | lattice (ms) | window (ms) | exact (ms) | lattice: same labels, marginal diff. | "
+             "window | exact |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines))
     for size in args.sizes:
         width, height = (int(v) for v in size.lower().split("x"))
         image, logits = scene(height, width, args.labels, args.noise)
@@ -108,8 +117,11 @@ def main() -> None:
             return f"{100 * same:.2f}%, {float((marginals[name] - truth).abs().mean()):.4f}"
 
         ms = [f"{times[name]:.0f}" if name in times else "-" for name in ("densecrf", "lattice", "window", "exact")]
-        print(f"| {width}x{height} | {width * height:,} | {' | '.join(ms)} | {cell('lattice')} | {cell('window')} | "
-              f"{cell('exact')} |", flush=True)
+        lines.append(f"| {width}x{height} | {width * height:,} | {' | '.join(ms)} | {cell('lattice')} | {cell('window')} | "
+                     f"{cell('exact')} |")
+        print(lines[-1], flush=True)
+    if args.update_readme:
+        update_readme("\n".join(lines), START, END)
 
 
 if __name__ == "__main__":

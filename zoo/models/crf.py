@@ -1,7 +1,7 @@
 """Fully connected CRF with Gaussian edge potentials (Krähenbühl & Koltun, "Efficient inference in fully
 connected CRFs with Gaussian edge potentials", NIPS 2011), as a differentiable PyTorch module.
 
-The energy of a labelling ``x`` is ``E(x) = sum_i U_i(x_i) + sum_{i,j} mu(x_i, x_j) k(f_i, f_j)`` with
+The energy of a labelling ``x`` is ``E(x) = sum_i U_i(x_i) + sum_{i<j} mu(x_i, x_j) k(f_i, f_j)`` with
 unary ``U = -logits``, the Potts compatibility ``mu(l, l') = [l != l']`` and the kernel
 
     k(f_i, f_j) = w1 k1(f_i, f_j) + w2 k2(f_i, f_j),
@@ -11,7 +11,8 @@ unary ``U = -logits``, the Potts compatibility ``mu(l, l') = [l != l']`` and the
 of positions ``p`` (pixels) and colours ``I``, each Gaussian normalised symmetrically,
 ``D^-1/2 k D^-1/2`` with ``D_i = sum_j k(f_i, f_j)`` (self included), as ``NORMALIZE_SYMMETRIC``, the
 default of Krähenbühl's densecrf and of pydensecrf. Mean-field inference updates all pixels in parallel,
-``Q_i(l) ∝ exp(-U_i(l) - sum_l' mu(l, l') sum_j k(f_i, f_j) Q_j(l'))`` (the paper's Algorithm 1).
+``Q_i(l) ∝ exp(-U_i(l) - sum_l' mu(l, l') sum_j k(f_i, f_j) Q_j(l'))`` (the paper's Algorithm 1; the sum
+includes ``j = i``, as densecrf's filtering does).
 
 Message passing (``sum_j k_ij Q_j``) is one of three ``method``\\s:
 
@@ -22,6 +23,9 @@ Message passing (``sum_j k_ij Q_j``) is one of three ``method``\\s:
 - ``window``: the exact kernel truncated to a ``(2 window + 1)^2`` neighbourhood of every pixel (a
   convolution whose per-pixel weights depend on the image, as in ConvCRF, Teichmann & Cipolla 2018).
 - ``exact``: the dense ``N x N`` kernel matrix (quadratic memory: up to about 96 x 96 pixels).
+
+Configs from before ``method`` (:func:`resolve_method`): ``window=None`` meant all pairs (``exact``); any
+other window now gets the lattice, the fully connected CRF it approximated.
 
 All three run on any device and are differentiable. Colours are each image's intensities rescaled to
 0..255 (min to max over the image), so ``theta_beta`` is in 8-bit colour units whatever the input
