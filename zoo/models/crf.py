@@ -130,7 +130,8 @@ class WindowFilter:
                         * self._shift(inside, dy, dx) for dy, dx in self.offsets]
         norm = _symmetric(self, features).view(b, h, w, 1)
         padded_norm = self._pad(norm)
-        self.weights = [norm * weight * self._shift(padded_norm, dy, dx) for weight, (dy, dx) in zip(self.weights, self.offsets)]
+        self.weights = [norm * weight * self._shift(padded_norm, dy, dx)
+                        for weight, (dy, dx) in zip(self.weights, self.offsets)]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, (0, 0, self.rx, self.rx, self.ry, self.ry))

@@ -26,7 +26,8 @@ class PermutohedralLattice:
     """The lattice of a batch of feature sets ``(B, N, d)``, built once (without gradients) and then
     applied to any number of value tensors ``(B N, C)`` with :meth:`filter`. Images of a batch share one
     lattice whose keys carry the image index, so they never mix. ``smooth`` (for features that vary
-    smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels reach them."""
+    smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels
+    reach them."""
 
     def __init__(self, features: torch.Tensor, smooth: bool = False) -> None:
         with torch.no_grad():
@@ -70,9 +71,11 @@ class PermutohedralLattice:
             raise ConfigError("crf: the lattice's keys overflow int64 (kernel widths theta too small for this image); "
                               "use larger theta values or method=window")
         stride = torch.tensor(strides, device=device)
-        base = ((rem0[:, :d] - low) * stride).sum(1) + (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)
+        image = (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)
+        base = ((rem0[:, :d] - low) * stride).sum(1) + image
         # sum_k stride_k [rank_k > d - r] for r = 0..d: a cumulative sum over r of the strides placed at d + 1 - rank_k
-        wrapped = torch.zeros(p, d + 2, dtype=torch.long, device=device).scatter_add_(1, d + 1 - rank[:, :d], stride.expand(p, d))
+        wrapped = torch.zeros(p, d + 2, dtype=torch.long, device=device)
+        wrapped.scatter_add_(1, d + 1 - rank[:, :d], stride.expand(p, d))
         r = torch.arange(d + 1, device=device)
         codes = base[:, None] + r * sum(strides) - (d + 1) * wrapped.cumsum(1)[:, : d + 1]
         # the lattice: the unique codes (sorted, for the neighbour look-ups) from one stable sort
@@ -94,7 +97,8 @@ class PermutohedralLattice:
         vertex_of, within = vertex_of.sort(1)
         weights = bary[:, : d + 1].gather(1, within).flatten()
         vertex_of = vertex_of.flatten()
-        self.slice = _sparse(torch.arange(0, p * (d + 1) + 1, d + 1, device=device), vertex_of, self.alpha * weights, (p, m))
+        slice_crow = torch.arange(0, p * (d + 1) + 1, d + 1, device=device)
+        self.slice = _sparse(slice_crow, vertex_of, self.alpha * weights, (p, m))
         by_vertex = vertex_of.argsort(stable=True)
         splat_crow = torch.zeros(m + 1, dtype=torch.long, device=device)
         splat_crow[1:] = torch.bincount(vertex_of, minlength=m).cumsum(0)
@@ -149,7 +153,8 @@ class _Filter(torch.autograd.Function):
     """The lattice filter as one autograd node: its transpose blurs in the reverse order."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, values: torch.Tensor, lattice: PermutohedralLattice) -> torch.Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, values: torch.Tensor,
+                lattice: PermutohedralLattice) -> torch.Tensor:
         ctx.lattice = lattice  # type: ignore[attr-defined]
         return lattice._apply(values.contiguous())
 
@@ -176,6 +181,6 @@ def _scale(matrix: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.T
 
 
 def _sparse(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    with warnings.catch_warnings():  # "sparse CSR tensor support is in beta": matrix products with dense ones are enough
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": products with dense matrices are all we use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
