@@ -127,13 +127,19 @@ class PermutohedralLattice:
         self.size = m
 
     def _apply(self, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose), each product
-        written into a preallocated buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
+        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose). On the CPU each
+        product goes into a preallocated buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
         dtype, c = values.dtype, values.shape[1]
+        blurs = [blur.to(dtype) for blur in (reversed(self.blurs) if reverse else self.blurs)]
+        if values.device.type != "cpu":
+            grid = self.splat.to(dtype) @ values
+            for blur in blurs:
+                grid = blur @ grid
+            return self.slice.to(dtype) @ grid
         grid, spare = values.new_empty(self.size, c), values.new_empty(self.size, c)
         torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
-        for blur in reversed(self.blurs) if reverse else self.blurs:
-            torch.addmm(spare, blur.to(dtype), grid, beta=0, out=spare)
+        for blur in blurs:
+            torch.addmm(spare, blur, grid, beta=0, out=spare)
             grid, spare = spare, grid
         out = values.new_empty(values.shape)
         return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
