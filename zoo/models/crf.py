@@ -160,7 +160,7 @@ class DenseCRF(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        w1: float = 5.0,
+        w1: float = 20.0,
         w2: float = 3.0,
         theta_alpha: float = 8.0,
         theta_beta: float = 10.0,
