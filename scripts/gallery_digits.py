@@ -4,7 +4,7 @@
 Trains ``python train.py`` (LeNet-5 on the embedded digits) unless ``--ckpt`` is given, writes a few
 test-split digits as PNG files, then runs ``python -m zoo explain`` (occlusion, saliency, Grad-CAM,
 guided backprop) on them and ``python -m zoo visualize`` (first-layer filters, activation maps,
-t-SNE of the penultimate features, class models), and copies the figures to ``docs/gallery/``.
+t-SNE of the penultimate features, class models, DeepDream), and copies the figures to ``docs/gallery/``.
 
     python scripts/gallery_digits.py
     python scripts/gallery_digits.py --ckpt outputs/notes/lenet5/checkpoints/best.pt
@@ -70,6 +70,8 @@ def main() -> None:
        "--out", str(vis))
     sh("-m", "zoo", "visualize", str(ckpt), "--what", "tsne", "--split", "test", "--out", str(vis))
     sh("-m", "zoo", "visualize", str(ckpt), "--what", "class_model", "--target", *map(str, SHOWN.values()),
+       "--out", str(vis))
+    sh("-m", "zoo", "visualize", str(ckpt), "--what", "dream", "--image", str(images[0]), "--layer", "s2",
        "--out", str(vis))
 
     DOCS.mkdir(parents=True, exist_ok=True)

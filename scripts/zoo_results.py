@@ -80,14 +80,21 @@ def table(rows: list[tuple[str, dict]]) -> str:
 
 
 def update_readme(text: str, start: str = START, end: str = END) -> None:
-    """Replace what lies between the ``start`` and ``end`` markers of README.md with ``text``."""
-    readme = REPO / "README.md"
-    content = readme.read_text()
-    if start not in content or end not in content:
-        raise SystemExit(f"error: README.md has no {start} ... {end} markers; add them where the table belongs")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    """Replace what lies between the ``start`` and ``end`` markers with ``text`` in every page that holds them:
+    README.md and the documentation site's pages under docs/ (a table may be on both)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    found = 0
+    for page in pages:
+        content = page.read_text()
+        if start not in content or end not in content:
+            continue
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        page.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+        found += 1
+    if not found:
+        raise SystemExit(f"error: no page (README.md, docs/*.md) has the {start} ... {end} markers; add them where "
+                         f"the table belongs")
 
 
 def finished(run_dir: Path) -> dict | None:

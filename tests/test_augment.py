@@ -126,6 +126,21 @@ def test_ten_crop_views_and_averaging() -> None:
     torch.testing.assert_close(plain, _Probe()(x[..., 2:10, 2:10]).log_softmax(-1))
 
 
+def test_ten_crop_without_mirrors_keeps_the_five_crops() -> None:
+    x = torch.rand(2, 1, 12, 12, generator=_gen())
+    mirrored = list(ten_crop_views(8)(x))
+    plain = list(build_tta({"name": "ten_crop", "mirror": False}, 8)(x))
+    assert len(plain) == 5 and all(torch.equal(a, b) for a, b in zip(plain, mirrored[::2]))
+    probe = _Probe()
+    TTAModel(probe, build_tta({"name": "multiscale", "scales": [0.5, 2.0], "views": "full", "mirror": False}, 8))(x)
+    assert [v.shape[-1] for v in probe.seen] == [4, 16]
+    probe = _Probe()
+    TTAModel(probe, build_tta({"name": "multiscale", "scales": [1.0, 1.5], "padding": 2, "mirror": False}, 8))(x)
+    assert len(probe.seen) == 10
+    with pytest.raises(ConfigError, match="tta.mirror must be true or false"):
+        build_tta({"name": "ten_crop", "mirror": "no"}, 8)
+
+
 def test_flip_tta_symmetrises_and_multiscale_counts_views() -> None:
     x = torch.rand(4, 1, 8, 8, generator=_gen())
     flip = TTAModel(_Probe(), build_tta({"name": "flip"}, 8))(x)

@@ -60,7 +60,7 @@ def test_readme_callback_example_runs(tmp_path: Path, monkeypatch: pytest.Monkey
     from zoo.engine.checkpoint import load_checkpoint
     from zoo.pipeline import train
 
-    code = re.search(r"```python\n(from zoo.engine.callbacks import Callback\n.*?)```", (REPO / "README.md").read_text(), re.S)
+    code = re.search(r"```python\n(from zoo.engine.callbacks import Callback\n.*?)```", (REPO / "docs" / "training.md").read_text(), re.S)
     assert code is not None
     (tmp_path / "mymodule.py").write_text(code.group(1))
     monkeypatch.syspath_prepend(str(tmp_path))

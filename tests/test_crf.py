@@ -95,13 +95,3 @@ def test_method_names_and_the_former_window_spelling() -> None:
 def test_lattice_refuses_keys_beyond_int64() -> None:
     with pytest.raises(ConfigError, match="overflow"):
         DenseCRF(3, theta_alpha=1e-4, theta_beta=1e-4)(torch.zeros(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_lattice_on_cuda_matches_the_cpu() -> None:
-    image, logits = _blocks(64, 48, labels=5, batch=2)
-    crf = DenseCRF(5, **SETTINGS[0], iterations=5)
-    with torch.no_grad():
-        cpu = crf(logits, image)
-        cuda = crf.cuda()(logits.cuda(), image.cuda()).cpu()
-    assert torch.allclose(cpu.exp(), cuda.exp(), atol=1e-4)

@@ -18,7 +18,7 @@ pytest.importorskip("captum")
 @pytest.fixture(scope="module")
 def digits(lenet5_digits: dict[str, Any]) -> dict[str, Any]:
     """The shared LeNet-5 checkpoint and six test digits (conftest), with the model, inputs, labels and ink masks."""
-    from zoo.predict import load_image
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
 
     ckpt, files, labels, tmp = (lenet5_digits[k] for k in ("ckpt", "files", "labels", "dir"))
@@ -139,5 +139,5 @@ def test_cli_refuses_bad_input_with_one_line(digits: dict[str, Any], capsys: pyt
     _one_error(capsys, ["explain", ckpt, image, "--method", "occlusion", "--window", "40", *out], "--window must be in 1..32")
     monkeypatch.setitem(sys.modules, "captum", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "captum.attr", raising=False)
-    _one_error(capsys, ["explain", ckpt, image, *out], "pip install 'zoo[viz]'")
+    _one_error(capsys, ["explain", ckpt, image, *out], "pip install -e '.[viz]'")
     assert not (tmp_path / "out").exists()

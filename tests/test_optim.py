@@ -33,6 +33,15 @@ def test_step_schedule() -> None:
     assert lrs[0] == lrs[29] == 1.0 and lrs[30] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
 
 
+def test_multistep_schedule_at_fractional_milestones() -> None:
+    lrs = _lrs({"name": "multistep", "milestones": [2.5, 6], "gamma": 0.2})  # 10 steps per epoch
+    assert lrs[24] == 1.0 and lrs[25] == pytest.approx(0.2) and lrs[59] == pytest.approx(0.2)
+    assert lrs[60] == pytest.approx(0.04) and lrs[-1] == pytest.approx(0.04)
+    for bad in ([], [5, 3], [0, 2], [3, 3]):
+        with pytest.raises(ConfigError, match="scheduler.milestones must be increasing positive epochs"):
+            _lrs({"name": "multistep", "milestones": bad})
+
+
 def test_exponential_and_inverse_time() -> None:
     assert _lrs({"name": "exponential", "gamma": 0.5})[25] == pytest.approx(0.25)
     assert _lrs({"name": "inverse_time", "decay": 0.5})[40] == pytest.approx(1 / (1 + 0.5 * 4))

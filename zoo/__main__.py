@@ -7,8 +7,9 @@ torchvision weights they load (``model.pretrained=torchvision:<model>.<weights>`
 ``python -m zoo explain CKPT IMAGE [IMAGE ...] --method M --out DIR``: attribution maps of a classifier
 (:mod:`zoo.explain`, Captum).
 
-``python -m zoo visualize CKPT --what filters|activations|tsne|class_model --out DIR``: first-layer filters,
-activation maps, a t-SNE of penultimate features, class-model images (:mod:`zoo.visualize`).
+``python -m zoo visualize CKPT --what filters|activations|tsne|class_model|dream|style --out DIR``: first-layer
+filters, activation maps, a t-SNE of penultimate features, class-model images, DeepDream, style transfer
+(:mod:`zoo.visualize`, :mod:`zoo.style`).
 
 ``python -m zoo gradcheck MODEL`` and ``python -m zoo summary MODEL``: :mod:`zoo.tools`."""
 
@@ -94,11 +95,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from zoo.visualize import visualize
+    from zoo.visualize import Options, visualize
 
-    layers = [s for text in args.layer or () for s in text.split(",") if s] or None
-    written = visualize(args.ckpt, args.what, args.out, args.image or (), layers, args.split, args.max_points,
-                        args.target, args.steps, args.lr, args.l2, args.seed, args.device)
+    layers = tuple(s for text in args.layer or () for s in text.split(",") if s)
+    opts = Options(images=tuple(args.image or ()), layers=layers, split=args.split, max_points=args.max_points,
+                   targets=tuple(args.target or ()), steps=args.steps, lr=args.lr, l2=args.l2, octaves=args.octaves,
+                   octave_scale=args.octave_scale, style=args.style, size=args.size, style_weight=args.style_weight,
+                   seed=args.seed)
+    written = visualize(args.ckpt, args.what, args.out, opts, args.device)
     print(f"wrote {len(written)} file{'s' if len(written) != 1 else ''} to {args.out}")
     return 0
 
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("explain", help="attribution maps of a classifier checkpoint on image files (Captum)",
                        description="Write <out>/<image>_<method>.png per image and method: the image, the attribution "
                                    "map and their overlay, the top-k predicted classes in the title. Needs Captum "
-                                   "(pip install 'zoo[viz]').")
+                                   "(pip install -e '.[viz]').")
     e.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
     e.add_argument("images", nargs="+", help="image files (PNG, JPEG), prepared as the checkpoint's training data")
     e.add_argument("--method", default="saliency",
@@ -139,23 +143,34 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--steps", type=int, default=50, help="integrated_gradients' points on the path (default 50)")
     e.add_argument("--device", default="cpu")
     e.set_defaults(fn=cmd_explain)
-    v = sub.add_parser("visualize", help="filters, activations, t-SNE of features, class models of a classifier checkpoint",
+    v = sub.add_parser("visualize", help="filters, activations, t-SNE, class models, DeepDream, style transfer of a classifier",
                        description="Write under --out: filters.png (--what filters); activations_<stage>.png per stage "
                                    "(--what activations, --image); tsne.csv, tsne.png, tsne_mosaic.png (--what tsne); "
-                                   "class_model_<class>.png per class (--what class_model).")
+                                   "class_model_<class>.png per class (--what class_model); dream_<image>.png per "
+                                   "image, or from noise (--what dream); style.png, style_result.png, style_loss.csv "
+                                   "(--what style --image CONTENT --style STYLE; CKPT a vgg checkpoint or "
+                                   "torchvision:vgg19 in the torch hub cache).")
     v.add_argument("ckpt", help="a classification checkpoint, e.g. outputs/<date>/<time>/checkpoints/best.pt")
-    v.add_argument("--what", required=True, help="filters, activations, tsne or class_model")
+    v.add_argument("--what", required=True, help="filters, activations, tsne, class_model, dream or style")
     v.add_argument("--out", default="visualize", help="output directory (default ./visualize)")
-    v.add_argument("--image", nargs="+", default=None, help="activations: image files (PNG, JPEG)")
+    v.add_argument("--image", nargs="+", default=None, help="activations, dream: image files (PNG, JPEG); style: the content image")
     v.add_argument("--layer", action="append", default=None,
-                   help="activations: a stage (module name), repeatable or comma-separated (default: every feature_info stage)")
+                   help="activations: a stage (module name), repeatable or comma-separated (default: every feature_info "
+                        "stage); dream: one stage (default: the deepest with more than one position)")
     v.add_argument("--split", default="val", help="tsne: the split of the checkpoint's dataset, val or test (default val)")
     v.add_argument("--max-points", type=int, default=500, help="tsne: at most this many images (default 500)")
     v.add_argument("--target", nargs="+", default=None, help="class_model: class names or indices (default: every class)")
-    v.add_argument("--steps", type=int, default=200, help="class_model: gradient-ascent steps (default 200)")
-    v.add_argument("--lr", type=float, default=1.0, help="class_model: Adam's step size (default 1.0)")
+    v.add_argument("--steps", type=int, default=None,
+                   help="class_model: gradient-ascent steps (default 200); dream: steps per octave (20); style: L-BFGS iterations (100)")
+    v.add_argument("--lr", type=float, default=None,
+                   help="class_model: Adam's step size (default 1.0); dream: the normalised step (0.05); style: L-BFGS's (1.0)")
     v.add_argument("--l2", type=float, default=1e-3, help="class_model: the L2 penalty's weight on the image (default 1e-3)")
-    v.add_argument("--seed", type=int, default=0, help="tsne: its random state (default 0)")
+    v.add_argument("--octaves", type=int, default=3, help="dream: image scales (default 3)")
+    v.add_argument("--octave-scale", type=float, default=1.4, help="dream: the ratio between scales (default 1.4)")
+    v.add_argument("--style", default=None, help="style: the style image")
+    v.add_argument("--size", type=int, default=256, help="style with torchvision weights: the shorter side (default 256)")
+    v.add_argument("--style-weight", type=float, default=1e6, help="style: beta, the style loss's weight against content's 1 (default 1e6)")
+    v.add_argument("--seed", type=int, default=0, help="tsne: its random state; dream: the jitter and the noise (default 0)")
     v.add_argument("--device", default="cpu")
     v.set_defaults(fn=cmd_visualize)
     from zoo.tools.cli import add_parsers

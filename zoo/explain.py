@@ -2,7 +2,7 @@
 
 Which input pixels a class score depends on, by the methods of `Captum <https://captum.ai>`_ (``pip install
 'zoo[viz]'``), each on the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`) and an image
-prepared as its training data was (:func:`zoo.predict.load_image`):
+prepared as its training data was (:func:`zoo.trained.load_image`):
 
 - ``saliency``: the gradient's magnitude (Simonyan, Vedaldi & Zisserman 2014);
 - ``guided_backprop``: the gradient with only positive signals passed back through each ReLU (Springenberg et al.
@@ -33,10 +33,11 @@ METHODS = ("saliency", "guided_backprop", "deconvnet", "occlusion", "gradcam", "
 
 def captum_attr() -> Any:
     """``captum.attr``; a missing Captum is a one-line :class:`ConfigError` naming the extra that installs it."""
-    try:
-        import captum.attr
-    except ImportError:
-        raise ConfigError("explain needs Captum, which is not installed: pip install 'zoo[viz]' (or pip install captum)") from None
+    from zoo.extras import require
+
+    require("viz", "explain")
+    import captum.attr
+
     return captum.attr
 
 
@@ -221,7 +222,7 @@ def explain_files(ckpt: str | Path, images: Sequence[str | Path], methods: Seque
     """Write ``<out>/<image stem>_<method>.png`` for each image and method (image, attribution, overlay; the top-k
     predicted classes in the title) and return their paths. The attributed class is ``target`` (a name or an
     index), else each image's prediction. Every input is checked before anything is computed."""
-    from zoo.predict import load_image
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
 
     methods = parse_methods(",".join(methods))

@@ -33,12 +33,14 @@ from zoo.engine.trainer import Trainer
 from zoo.engine.utils import resolve_device, resolve_precision, seed_everything, write_json
 from zoo.ensemble import Ensemble, MemberBatches, check_members, checkpoint_paths
 from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+from zoo.extras import require as require_extra
+from zoo.figures import check_classifier, check_figures, requested, write_figures
 from zoo.resume import resume_config
 from zoo.rundir import prepare_run_dir, record_hydra_run, release_run_dir
 from zoo.schema import check_config, check_options, check_value
 from zoo.models import MODELS, create_model, model_info
 from zoo.models.base import count_parameters
-from zoo.tasks import Task, build_task
+from zoo.tasks import TASKS, Task, build_task
 from zoo.tasks.base import for_display
 from zoo.transfer import TransferConfig, TransferPolicy, build_transfer, strict_loading
 
@@ -65,12 +67,23 @@ def _check_train(c: dict[str, Any]) -> None:
     model_info(c["model"]["name"])  # an unknown name, with close matches; imports the families
     check_options("model", model, MODELS.get(c["model"]["name"]).obj)
     trainer = TrainerConfig.from_dict(c["trainer"])
-    check_warmup(c["scheduler"].get("warmup_epochs", 0), 1 if trainer.fast_dev_run else trainer.max_epochs)
+    check_warmup(c["scheduler"].get("warmup_epochs", 0), trainer.max_epochs)  # fast_dev_run keeps the run's schedule
     check_closure(c["optimizer"]["name"], str(trainer.precision), trainer.accumulate_grad_batches)  # auto: when it resolves
     build_regularizer(c.get("regularizer"))
     for callback in build_callbacks(c.get("callbacks")):
         callback.check_trainer(trainer)
     check_loggers(c.get("logger"))
+    check_extras((c.get("task") or {}).get("name"), c.get("logger"))
+
+
+def check_extras(task: str | None, logger: dict[str, Any] | None, feature: str = "task={}") -> None:
+    """The optional extras (:mod:`zoo.extras`) that ``task``'s metrics and the ``logger`` config need, before
+    anything runs; ``feature`` (formatted with the task's name) says who needs them."""
+    if task in TASKS:
+        for extra in TASKS.get(task).obj.extras:
+            require_extra(extra, feature.format(task))
+    if (logger or {}).get("mlflow") is not None:
+        require_extra("mlflow", "logger=mlflow")
 
 
 def _check_evaluate(c: dict[str, Any]) -> None:
@@ -81,6 +94,8 @@ def _check_evaluate(c: dict[str, Any]) -> None:
         raise ConfigError("an ensemble is evaluated on split=val or split=test (the training split is shuffled, "
                           "so the members would not see the same samples in the same order)")
     check_config(c, CONFIG_DIR, "evaluate")
+    check_figures(c.get("figures"), len(checkpoint_paths(c["ckpt_path"])))
+    check_extras(None, c.get("logger"))
     build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
 
@@ -341,6 +356,8 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if paths[0] != c["ckpt_path"]:  # a list of one, or a glob that matches one file
         c = {**c, "ckpt_path": paths[0]}
     state, run_cfg = _stored_run(c, c["ckpt_path"])
+    check_classifier(state, c.get("figures"))
+    check_extras(run_cfg["task"]["name"], None, "evaluating a {} checkpoint")
     tta_cfg = c.get("tta") or {"name": "none"}
     trainer = _evaluation_trainer(c, run_dir)
     run = build_run(run_cfg, trainer.device, checkpoint=state)
@@ -377,6 +394,10 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             trainer.logger.log_scalars({f"{split}_tta/{k}": v for k, v in tta_metrics.items()}, 0)
         result.update(task.report(trainer.logger, split, 0))  # of the last pass: the single view
         write_json(result, run_dir / "metrics.json")
+        if requested(c.get("figures")):
+            figures = write_figures(c["ckpt_path"], c["figures"], split, run_dir / "figures", trainer.logger,
+                                    str(trainer.device))
+            log.info("%d figures written to %s", len(figures), run_dir / "figures")
         return result
     finally:
         trainer.logger.close()

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from zoo.errors import CheckpointError, ConfigError, DataNotFoundError
+from zoo.errors import CheckpointError, ConfigError
+from zoo.trained import load_image
 
 
 def load_captioner(ckpt_path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any, dict[str, Any]]:
@@ -30,23 +31,6 @@ def load_captioner(ckpt_path: str | Path, device: str | torch.device = "cpu") ->
     model, _ = build_model(fill_from_info(model_cfg, info))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), Vocabulary(info["vocab"]), state
-
-
-def load_image(path: str | Path, state: dict[str, Any]) -> torch.Tensor:
-    """``(1, C, H, W)`` image prepared like the training data: channels, size and normalisation."""
-    from PIL import Image
-    from torchvision.transforms import v2
-
-    if not Path(path).is_file():
-        raise DataNotFoundError(f"image file not found: {path}")
-    data_info, cfg = state["data_info"], state["config"]
-    mean, std = list(data_info["mean"]), list(data_info["std"])
-    size = int(cfg["data"].get("image_size") or cfg["model"]["input_size"])
-    with Image.open(path) as img:
-        img = img.convert("L" if len(mean) == 1 else "RGB")
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(mean, std)])
-    return transform(img)[None]
 
 
 @torch.no_grad()

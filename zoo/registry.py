@@ -96,7 +96,7 @@ class Registry(Generic[T]):
         zoo passes itself).
 
         The options are checked first against the builder's signature and annotations (a
-        :class:`ConfigError` naming config key ``key``, default ``group``); a ``TypeError`` of the call
+        :class:`ConfigError` naming config key ``key``, default ``group``); a ``TypeError`` or ``ValueError`` of the call
         becomes ``ConfigError("<group> '<name>': ...")``. ``group`` defaults to the registry's kind.
         ``call(name, **options, **extra)`` builds instead of the builder where a wrapper adds options of
         its own (``create_model``'s ``pretrained``): then only the annotated types are checked first.
@@ -111,7 +111,7 @@ class Registry(Generic[T]):
             check_options(key or group, options, builder)
         try:
             return builder(**options, **extra) if call is None else call(name, **options, **extra)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:  # a builder refusing an argument's type or value
             raise ConfigError(f"{group} {name!r}: {e}") from None
 
     def list(self, pattern: str = "*") -> list[str]:

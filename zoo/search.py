@@ -177,10 +177,9 @@ def run_search(options: Mapping[str, Any], arguments: Sequence[str], config: Dic
     """The sweep of :class:`hydra_plugins.zoo_optuna_sweeper.OptunaSweeper`; a :class:`ConfigError`
     is one ``error:`` line and exit status 2, like a run's."""
     try:
-        import importlib.util
+        from zoo.extras import require
 
-        if importlib.util.find_spec("optuna") is None:
-            raise ConfigError("hyperparameter search needs Optuna: pip install -e '.[search]'")
+        require("search", "hyperparameter search (hydra/sweeper=optuna)")
         return _run(SearchOptions.from_dict(options), arguments, config, launcher, validate)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

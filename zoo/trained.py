@@ -1,14 +1,16 @@
 """Classifiers of zoo training checkpoints, rebuilt from the config stored in them (a GAN's scorer, the
-features of a k-nearest-neighbour model)."""
+features of a k-nearest-neighbour model, what ``explain`` and ``visualize`` inspect), and image files prepared as
+a checkpoint's training data was."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, DataNotFoundError
 
 
 def load_classifier(path: str | Path, option: str, hint: str = "pass <run>/checkpoints/best.pt of a classification run"
@@ -29,3 +31,20 @@ def load_classifier(path: str | Path, option: str, hint: str = "pass <run>/check
     model = create_model(model_cfg.pop("name"), **model_cfg)
     model.load_state_dict(state["model"])
     return model.eval(), state
+
+
+def load_image(path: str | Path, state: dict[str, Any]) -> torch.Tensor:
+    """``(1, C, H, W)`` image prepared like the training data: channels, size and normalisation."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    if not Path(path).is_file():
+        raise DataNotFoundError(f"image file not found: {path}")
+    data_info, cfg = state["data_info"], state["config"]
+    mean, std = list(data_info["mean"]), list(data_info["std"])
+    size = int(cfg["data"].get("image_size") or cfg["model"]["input_size"])
+    with Image.open(path) as img:
+        img = img.convert("L" if len(mean) == 1 else "RGB")
+    transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(mean, std)])
+    return transform(img)[None]

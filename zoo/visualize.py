@@ -4,7 +4,7 @@ On the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`):
 
 - ``filters``: the first convolution's filters as an image grid (``filters.png``);
 - ``activations``: the feature maps of ``feature_info`` stages (``--layer``: one or several, default all) for image
-  files prepared as the training data was (:func:`zoo.predict.load_image`), one grid per stage
+  files prepared as the training data was (:func:`zoo.trained.load_image`), one grid per stage
   (``activations_<stage>.png``: a row per image, a column per channel, each map scaled on its own; 1x1 maps on one
   scale per image);
 - ``tsne``: t-SNE (scikit-learn) of the penultimate features (``forward_head(..., pre_logits=True)``) of a split of
@@ -12,12 +12,18 @@ On the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`):
   class) and ``tsne_mosaic.png`` (the images as thumbnails at their embedded positions: the "CNN codes" figure);
 - ``class_model``: class-model visualisation (Simonyan, Vedaldi & Zisserman 2014): the image ``I`` maximising
   ``S_c(I) - λ ||I||²`` for the class score ``S_c`` (not the softmax), by gradient ascent from the data mean;
-  ``class_model_<class>.png`` per class.
+  ``class_model_<class>.png`` per class;
+- ``dream``: DeepDream (Mordvintsev, Olah & Tyka 2015): gradient ascent on an image (``--image``, else low noise)
+  amplifying whatever a stage (``--layer``, default the deepest with more than one position) responds to, maximising
+  the mean square of its activations, with normalised steps, random jitter and octaves (a pyramid of scales whose
+  added detail carries from one to the next); ``dream_<image>.png`` (the image and its dream);
+- ``style``: neural style transfer (Gatys, Ecker & Bethge 2016), :mod:`zoo.style`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,16 +32,16 @@ from torch import nn
 
 from zoo.errors import ConfigError, UnknownNameError
 
-WHATS = ("filters", "activations", "tsne", "class_model")
+WHATS = ("filters", "activations", "tsne", "class_model", "dream", "style")
 
 
-def check_what(what: str) -> str:
+def check_what(what: str, option: str = "--what") -> str:
     from zoo.registry import close_names
 
     if what not in WHATS:
         close = close_names(what, WHATS)
         hint = f"did you mean: {', '.join(close)}?" if close else f"use one of {', '.join(WHATS)}"
-        raise UnknownNameError(f"unknown --what {what!r}; {hint}")
+        raise UnknownNameError(f"unknown {option} {what!r}; {hint}")
     return what
 
 
@@ -262,23 +268,176 @@ def write_class_models(model: nn.Module, state: dict[str, Any], targets: Sequenc
     return written
 
 
-def visualize(ckpt: str | Path, what: str, out: str | Path, images: Sequence[str | Path] = (),
-              layers: Sequence[str] | None = None, split: str = "val", max_points: int = 500,
-              targets: Sequence[str] | None = None, steps: int = 200, lr: float = 1.0, l2: float = 1e-3,
-              seed: int = 0, device: str = "cpu") -> list[Path]:
+class _Reached(Exception):
+    """Raised by a forward hook to stop the network at the module it watches."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        self.output = output
+
+
+def stage_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s output for ``x``; the forward stops there, so later layers (a classifier made for one input
+    size) never see ``x``."""
+    def stop(m: nn.Module, i: Any, out: torch.Tensor) -> None:
+        raise _Reached(out)
+
+    handle = module.register_forward_hook(stop)
+    try:
+        model(x)
+    except _Reached as reached:
+        return reached.output
+    finally:
+        handle.remove()
+    raise ConfigError(f"the forward of {type(model).__name__} does not pass through the stage; pass another --layer")
+
+
+@dataclass(frozen=True)
+class DreamOptions:
+    """DeepDream's ascent: ``steps`` per octave of step ``lr`` (on the gradient divided by its mean absolute
+    value), ``octaves`` scales each ``octave_scale`` smaller than the next, a random shift of up to ``jitter``
+    pixels per step."""
+
+    steps: int = 20
+    lr: float = 0.05
+    octaves: int = 3
+    octave_scale: float = 1.4
+    jitter: int = 1
+    seed: int = 0
+
+
+def _fits(model: nn.Module, module: nn.Module, x: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            return stage_output(model, module, x).numel() > 0
+    except (RuntimeError, ValueError):  # too small for a kernel on the way, or a model made for one size
+        return False
+
+
+def dream(model: nn.Module, module: nn.Module, x: torch.Tensor, opts: DreamOptions = DreamOptions(),
+          low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+    """DeepDream of the batch ``x`` (normalised) on ``module``: ``(dream, objective before, objective after)``, the
+    objective being the mean square of the stage's activations. Pixels stay within ``low``..``high`` (per channel,
+    the normalised 0..1); octaves too small to reach the stage are left out."""
+    import torch.nn.functional as F
+
+    def objective(t: torch.Tensor) -> torch.Tensor:
+        return stage_output(model, module, t).pow(2).mean()
+
+    gen = torch.Generator().manual_seed(opts.seed)
+    h, w = x.shape[-2:]
+    sizes = [(max(1, round(h / opts.octave_scale ** k)), max(1, round(w / opts.octave_scale ** k)))
+             for k in reversed(range(opts.octaves))]
+    sizes = [size for size in sizes if size == (h, w) or _fits(model, module, x.new_zeros(1, x.shape[1], *size))]
+    with torch.no_grad():
+        before = float(objective(x))
+    detail = None
+    image = x
+    for size in sizes:
+        base = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        detail = torch.zeros_like(base) if detail is None else F.interpolate(detail, size=size, mode="bilinear",
+                                                                            align_corners=False)
+        image = (base + detail).detach()
+        for _ in range(opts.steps):
+            dy, dx = torch.randint(-opts.jitter, opts.jitter + 1, (2,), generator=gen).tolist()
+            shifted = image.roll((dy, dx), dims=(-2, -1)).requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(shifted), shifted)
+            image = (shifted + opts.lr * grad / grad.abs().mean().clamp_min(1e-12)).detach().roll((-dy, -dx), dims=(-2, -1))
+            if low is not None and high is not None:
+                image = image.clamp(low, high)
+        detail = image - base
+    with torch.no_grad():
+        after = float(objective(image))
+    return image, before, after
+
+
+def write_dreams(model: nn.Module, state: dict[str, Any], names: Sequence[str], xs: torch.Tensor, stage: str,
+                 opts: DreamOptions, out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from zoo.explain import module_named
+
+    info = state["data_info"]
+    mean = torch.tensor(info["mean"], dtype=torch.float32, device=xs.device).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"], dtype=torch.float32, device=xs.device).view(1, -1, 1, 1)
+    module = module_named(model, stage)
+    written = []
+    for name, x in zip(names, xs):
+        dreamt, before, after = dream(model, module, x[None], opts, (0 - mean) / std, (1 - mean) / std)
+        fig = Figure(figsize=(6, 3.4), layout="constrained")
+        for ax, (title, img) in zip(fig.subplots(1, 2), ((Path(name).name, x[None]), ("dream", dreamt))):
+            shown = (img * std + mean).clamp(0, 1)[0].cpu()
+            ax.imshow(shown.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+        fig.suptitle(f"DeepDream on {stage}: mean square activation {before:.3g} -> {after:.3g}", fontsize=9)
+        path = out / f"dream_{Path(name).stem}.png"
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written
+
+
+#: ``--steps`` and ``--lr`` when not given
+STEP_DEFAULTS = {"class_model": (200, 1.0), "dream": (DreamOptions.steps, DreamOptions.lr), "style": (100, 1.0)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``visualize`` needs besides the checkpoint, ``--what`` and ``--out``; ``steps``/``lr`` ``None``: the
+    ``--what``'s default (:data:`STEP_DEFAULTS`)."""
+
+    images: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    split: str = "val"
+    max_points: int = 500
+    targets: tuple[str, ...] = ()
+    steps: int | None = None
+    lr: float | None = None
+    l2: float = 1e-3
+    octaves: int = DreamOptions.octaves
+    octave_scale: float = DreamOptions.octave_scale
+    style: str | None = None
+    size: int = 256
+    style_weight: float = 1e6
+    seed: int = 0
+
+    def step_size(self, what: str) -> tuple[int, float]:
+        steps, lr = STEP_DEFAULTS.get(what, (200, 1.0))
+        return (steps if self.steps is None else self.steps), (lr if self.lr is None else self.lr)
+
+
+def _check(what: str, opts: Options) -> None:
+    steps, lr = opts.step_size(what)
+    if opts.split not in ("train", "val", "test"):
+        raise ConfigError(f"unknown --split {opts.split!r}; use train, val or test")
+    if opts.max_points < 3:
+        raise ConfigError(f"--max-points must be at least 3, got {opts.max_points}")
+    if steps < 1 or lr <= 0 or opts.l2 < 0:
+        raise ConfigError(f"--steps must be >= 1, --lr > 0 and --l2 >= 0, got {steps}, {lr} and {opts.l2}")
+    if opts.octaves < 1 or opts.octave_scale <= 1:
+        raise ConfigError(f"--octaves must be >= 1 and --octave-scale > 1, got {opts.octaves} and {opts.octave_scale}")
+    if what == "style" and (len(opts.images) != 1 or not opts.style):
+        raise ConfigError("--what style needs --image CONTENT (one file) and --style STYLE_IMAGE")
+    if what == "activations" and not opts.images:
+        raise ConfigError("--what activations needs --image PATH [PATH ...]")
+    if opts.size < 8 or opts.style_weight < 0:
+        raise ConfigError(f"--size must be >= 8 and --style-weight >= 0, got {opts.size} and {opts.style_weight}")
+
+
+def visualize(ckpt: str | Path, what: str, out: str | Path, opts: Options = Options(), device: str = "cpu") -> list[Path]:
     """Write ``what``'s files under ``out`` and return their paths. Every input is checked before anything is
     written."""
-    from zoo.explain import module_named, resolve_target
-    from zoo.predict import load_image
+    from zoo.explain import default_cam_layer, module_named, resolve_target
+    from zoo.trained import load_image
     from zoo.trained import load_classifier
 
     check_what(what)
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"unknown --split {split!r}; use train, val or test")
-    if max_points < 3:
-        raise ConfigError(f"--max-points must be at least 3, got {max_points}")
-    if steps < 1 or lr <= 0 or l2 < 0:
-        raise ConfigError(f"--steps must be >= 1, --lr > 0 and --l2 >= 0, got {steps}, {lr} and {l2}")
+    _check(what, opts)
+    steps, lr = opts.step_size(what)
+    out = Path(out)
+    if what == "style":
+        from zoo.style import write_style
+
+        return write_style(ckpt, opts.images[0], str(opts.style), out, steps, lr, opts.size, 1.0, opts.style_weight, device)
     model, state = load_classifier(ckpt, "visualize CKPT", hint="pass <run>/checkpoints/best.pt of a classification run")
     model = model.to(device)
     for p in model.parameters():
@@ -291,26 +450,38 @@ def visualize(ckpt: str | Path, what: str, out: str | Path, images: Sequence[str
     stages: list[str] = []
     if what == "filters":
         first_conv(model)
-    elif what == "activations":
-        if not images:
-            raise ConfigError("--what activations needs --image PATH [PATH ...]")
-        stages = list(layers) if layers else _stages(model)
+    elif what in ("activations", "dream"):
+        stages = list(opts.layers) or _stages(model)
         if not stages:
             raise ConfigError(f"{type(model).__name__} declares no feature_info stages; pass --layer <module name>")
         for s in stages:
             module_named(model, s)
-        xs = torch.cat([load_image(p, state) for p in images]).to(device)
+        if opts.images:
+            xs = torch.cat([load_image(p, state) for p in opts.images]).to(device)
+        else:  # a dream from low noise around the data mean
+            size = int(state["config"]["data"].get("image_size") or state["config"]["model"]["input_size"])
+            xs = 0.1 * torch.randn(1, len(info["mean"]), size, size, generator=torch.Generator().manual_seed(opts.seed))
+            xs = xs.to(device)
+        if what == "dream":
+            if len(stages) > 1 and not opts.layers:
+                stages = [default_cam_layer(model, xs[:1])]
+            elif len(stages) > 1:
+                raise ConfigError(f"--what dream dreams on one stage; --layer names {len(stages)}")
     elif what == "class_model":
-        wanted = list(range(num_classes)) if not targets else [int(resolve_target(t, names, num_classes)) for t in targets]
+        wanted = list(range(num_classes)) if not opts.targets else [
+            int(resolve_target(t, names, num_classes)) for t in opts.targets]
     elif what == "tsne":
         import sklearn.manifold  # noqa: F401  (a missing scikit-learn, before anything is written)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if what == "filters":
         return write_filters(model, out)
     if what == "activations":
         assert xs is not None
-        return write_activations(model, images, xs, stages, out)
+        return write_activations(model, opts.images, xs, stages, out)
+    if what == "dream":
+        assert xs is not None
+        dream_opts = DreamOptions(steps, lr, opts.octaves, opts.octave_scale, seed=opts.seed)
+        return write_dreams(model, state, [str(p) for p in opts.images] or ["noise"], xs, stages[0], dream_opts, out)
     if what == "tsne":
-        return write_tsne(model, state, split, max_points, out, seed, device)
-    return write_class_models(model, state, wanted, names, steps, lr, l2, out, device)
+        return write_tsne(model, state, opts.split, opts.max_points, out, opts.seed, device)
+    return write_class_models(model, state, wanted, names, steps, lr, opts.l2, out, device)

@@ -234,6 +234,54 @@ def test_invalid_stochastic_depth_arguments() -> None:
         create_model("resnet20", stochastic_depth=0.5, stochastic_depth_mode="bogus")
 
 
+def _drop_paths(model: nn.Module) -> list[float]:
+    from torchvision.ops import StochasticDepth as RowDrop
+
+    return [m.p for m in model.modules() if isinstance(m, RowDrop)]
+
+
+@pytest.mark.parametrize(("name", "count"), [("resnet20", 9), ("resnet18", 8), ("preact_resnet110", 54), ("wrn16_4", 6),
+                                             ("resnext29_small", 9), ("densenet_bc40_k12", 18)])
+def test_drop_path_rates_rise_linearly_with_depth(name: str, count: int) -> None:
+    with torch.device("meta"):
+        rates = _drop_paths(create_model(name, num_classes=10, drop_path_rate=0.3))
+        assert _drop_paths(create_model(name, num_classes=10)) == []  # off by default: no module at all
+    torch.testing.assert_close(torch.tensor(rates), torch.arange(1, count + 1) / count * 0.3)
+
+
+def test_drop_path_drops_samples_not_the_batch() -> None:
+    block = BasicBlock(8, 8, drop_path=0.5)
+    for bn in (block.bn1, block.bn2):
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.5, 0.5)
+    reference = copy.deepcopy(block)
+    reference.drop_path = nn.Identity()
+    x = torch.randn(256, 8, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(block.eval()(x), reference.eval()(x))  # the identity at inference
+        block.train(), reference.train()
+        out, shortcut = block(x), torch.relu(x)
+        skipped = torch.tensor([torch.equal(o, s) for o, s in zip(out, shortcut)])
+        assert 0.35 < skipped.float().mean() < 0.65  # about half the samples, within one batch
+        doubled = copy.deepcopy(reference)  # survivors: the branch scaled by 1 / (1 - p) = 2
+        doubled.bn2.weight.mul_(2), doubled.bn2.bias.mul_(2)
+        torch.testing.assert_close(out[~skipped], doubled(x)[~skipped])
+
+
+def test_drop_path_trains_and_refuses_bad_rates(tmp_path: Path) -> None:
+    from zoo.errors import ConfigError
+    from zoo.pipeline import train
+
+    model = create_model("densenet_bc40_k12", num_classes=10, in_chans=1, drop_path_rate=0.2).train()
+    model(torch.randn(4, 1, 16, 16)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\)"):
+        create_model("resnet20", drop_path_rate=1.0)
+    with pytest.raises(ConfigError, match="drop_path_rate"):
+        train(make_cfg(tmp_path / "bad", "model=resnet20", "model.drop_path_rate=-0.1", "logger=none"))
+    assert not any((tmp_path / "bad").rglob("*"))  # nothing written: no checkpoint, no metrics
+
+
 # --------------------------------------------------------------------------------------------
 # configs/model/<name>.yaml of the residual, dense and fractal families
 

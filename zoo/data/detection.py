@@ -173,6 +173,9 @@ def coco(
 ) -> SampleSplits:
     """COCO-format detection (``instances_<split>.json``); the classes are the categories of the
     training annotations, in id order (their ids are kept in ``info["category_ids"]``)."""
+    from zoo.extras import require
+
+    require("detection", "data=coco (COCO annotations)")
     from torchvision.datasets import CocoDetection
 
     mean, std = (photo_stats(normalize, 3, mean, std)[k] for k in ("mean", "std"))

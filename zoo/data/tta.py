@@ -4,13 +4,15 @@ Views of an ``(N, C, S, S)`` evaluation batch for a model with input side ``size
 
 * ``flip``: the central crop and its mirror image.
 * ``ten_crop``: crops at the four corners and the centre, and their mirror images (Krizhevsky et al.
-  2012, sec. 4.1; the "10-crop testing" of He et al. 2015, sec. 3.4). The crops come from the
+  2012, sec. 4.1; the "10-crop testing" of He et al. 2015, sec. 3.4); ``mirror=False`` keeps the five
+  crops only, for a model trained without flips (digits, text) that a mirror image would confuse. The crops come from the
   evaluation image when it is larger than the input (image folders are evaluated uncropped at
   ``data.resize_size`` then); images already at the input size (CIFAR, MNIST, in-memory data) are
   first padded by ``padding`` black pixels, the same padding as the training crops.
 * ``multiscale``: the image resized so its side is each ``scale`` times the input size, with ten
   crops (or, ``views=full``, the whole resized image and its mirror, the fully convolutional form
-  of He et al. 2015, which needs a model with global pooling) at every scale, all averaged.
+  of He et al. 2015, which needs a model with global pooling) at every scale, all averaged; ``mirror``
+  as for ``ten_crop``.
 
 The wrapped model returns the log of the averaged probabilities, so the task's cross-entropy and
 top-k metrics apply unchanged. Without TTA the single view is the central ``size`` crop.
@@ -77,26 +79,35 @@ def pad_black(x: torch.Tensor, padding: int, black: Sequence[float] = ()) -> tor
     return out
 
 
+def _check_mirror(mirror: Any) -> bool:
+    if not isinstance(mirror, bool):
+        raise ConfigError(f"tta.mirror must be true or false, got {mirror!r}")
+    return mirror
+
+
 @TTA.register("ten_crop")
-def ten_crop_views(size: int, padding: int = 4, black: Sequence[float] = ()) -> Views:
+def ten_crop_views(size: int, padding: int = 4, black: Sequence[float] = (), mirror: bool = True) -> Views:
+    mirror = _check_mirror(mirror)
+
     def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         if min(x.shape[-2:]) <= size:
             x = pad_black(center_crop(x, size), padding, black) if padding else center_crop(x, size)
         for crop in five_crops(x, size):
             yield crop
-            yield crop.flip(-1)
+            if mirror:
+                yield crop.flip(-1)
 
     return views
 
 
 @TTA.register("multiscale")
 def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views: str = "ten_crop",
-                     black: Sequence[float] = ()) -> Views:
+                     black: Sequence[float] = (), mirror: bool = True) -> Views:
     if views not in ("ten_crop", "full"):
         raise ConfigError(f"tta.views must be ten_crop or full, got {views!r}")
     if views == "ten_crop" and min(scales) < 1:
         raise ConfigError(f"tta=multiscale with ten crops needs tta.scales >= 1 (crops of the input size); got {list(scales)}")
-    per_scale = ten_crop_views(size, padding, black)
+    per_scale = ten_crop_views(size, padding, black, mirror)
 
     def all_views(x: torch.Tensor) -> Iterator[torch.Tensor]:
         for scale in scales:
@@ -105,7 +116,8 @@ def multiscale_views(size: int, scales: Sequence[float], padding: int = 4, views
                                                                    align_corners=False, antialias=side < x.shape[-1])
             if views == "full":
                 yield resized
-                yield resized.flip(-1)
+                if mirror:
+                    yield resized.flip(-1)
             else:
                 yield from per_scale(resized)
 

@@ -176,6 +176,16 @@ def _step(total_epochs: float, step_size: int = 30, gamma: float = 0.1) -> Calla
     return lambda epoch: gamma ** math.floor(epoch / step_size)
 
 
+@SCHEDULERS.register("multistep")
+def _multistep(total_epochs: float, milestones: list[float] | None = None, gamma: float = 0.1) -> Callable[[float], float]:
+    """Multiply by ``gamma`` at each of the increasing ``milestones`` (epochs, fractions allowed: a paper's
+    iteration counts divided by the steps per epoch), e.g. ``[91, 136]`` for He et al.'s 32k and 48k iterations."""
+    steps = [float(m) for m in milestones or []]
+    if not steps or any(m <= 0 for m in steps) or steps != sorted(set(steps)):
+        raise ConfigError(f"scheduler.milestones must be increasing positive epochs, e.g. [60, 120, 160]; got {milestones}")
+    return lambda epoch: gamma ** sum(epoch >= m for m in steps)
+
+
 @SCHEDULERS.register("exponential")
 def _exponential(total_epochs: float, gamma: float = 0.95) -> Callable[[float], float]:
     """``lr0 * gamma^t`` with ``t`` in whole epochs."""

@@ -189,7 +189,8 @@ class Trainer:
         self.has_val = limit_batches(len(val), self._limit("val")) > 0
         s.optimizers = self._build_optimizers(task, optimizer_cfg)
         steps_per_epoch = math.ceil(s.num_train_batches / cfg.accumulate_grad_batches)
-        s.schedules = {name: Schedule(opt, scheduler_cfg, steps_per_epoch, s.max_epochs, task.monitor_mode)
+        schedule_epochs = cfg.max_epochs if cfg.fast_dev_run else s.max_epochs  # a dry run keeps the run's schedule
+        s.schedules = {name: Schedule(opt, scheduler_cfg, steps_per_epoch, schedule_epochs, task.monitor_mode)
                        for name, opt in s.optimizers.items()}
         step_fn = torch.compile(task.training_objective) if cfg.compile else task.training_objective
         if ckpt_path:

@@ -13,6 +13,9 @@ def corpus_bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
                 prefix: str = "") -> dict[str, float]:
     """``{prefix}bleu1`` .. ``{prefix}bleu4`` of tokenised ``hypotheses`` against their lists of tokenised
     ``references`` (corpus-level: n-gram counts pooled over all captions, one brevity penalty, no smoothing)."""
+    from zoo.extras import require
+
+    require("captioning", "BLEU")
     from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 
     if len(references) != len(hypotheses):

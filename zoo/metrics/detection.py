@@ -58,6 +58,9 @@ class DetectionMAP:
 
     def compute(self) -> dict[str, float]:
         """``map`` (IoU .50:.95), ``map50``, ``map75``, ``mar100`` and ``ap/<class>`` (IoU .50:.95)."""
+        from zoo.extras import require
+
+        require("detection", "detection mAP (COCOeval)")
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 

@@ -10,6 +10,9 @@ adds ``growth_rate`` (k) maps of its own. DenseNet-BC layers are BN-ReLU-conv1x1
   (``features.denseblock1.denselayer1.norm1.weight``, ``classifier.weight``).
 - ``densenet_bc100_k12`` (769,162 parameters at 10 classes) and ``densenet_bc40_k12``: the CIFAR
   DenseNet-BC, a 3x3 stem convolution with 2k maps and three dense blocks of (L - 4) / 6 layers.
+
+``drop_path_rate=r`` drops each dense layer's new maps per sample (stochastic depth, Huang et al. 2016, in
+the per-sample form of :func:`zoo.models.layers.make_drop_path`), layer ``l`` of all ``L`` with ``p = l / L * r``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from torch.utils.checkpoint import checkpoint
 
 from zoo.models import register_model
 from zoo.models.base import FeatureInfo
-from zoo.models.layers import PooledClassifier, Stem, conv1x1, conv3x3, init_conv_bn, linear_or_identity, stem_conv
+from zoo.models.layers import (
+    PooledClassifier,
+    Stem,
+    conv1x1,
+    conv3x3,
+    init_conv_bn,
+    linear_or_identity,
+    linear_rates,
+    make_drop_path,
+    stem_conv,
+)
 
 _PAPER = "Huang et al. 2017, Densely connected convolutional networks"
 
@@ -36,7 +49,8 @@ class DenseLayer(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, growth_rate: int, bn_size: int, drop_rate: float, memory_efficient: bool = False
+        self, in_features: int, growth_rate: int, bn_size: int, drop_rate: float, memory_efficient: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(in_features)
@@ -46,6 +60,7 @@ class DenseLayer(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(bn_size * growth_rate, growth_rate)
         self.dropout = nn.Dropout(drop_rate)
+        self.drop_path = make_drop_path(drop_path)
         self.memory_efficient = memory_efficient
 
     def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
@@ -56,16 +71,19 @@ class DenseLayer(nn.Module):
             out = checkpoint(self.bottleneck, *features, use_reentrant=False)
         else:
             out = self.bottleneck(*features)
-        return self.dropout(self.conv2(self.relu2(self.norm2(out))))
+        return self.drop_path(self.dropout(self.conv2(self.relu2(self.norm2(out)))))
 
 
 class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers ``denselayer1 ..``; returns the input and all their maps, concatenated."""
 
-    def __init__(self, num_layers: int, in_features: int, growth_rate: int, **layer_kwargs: Any) -> None:
+    def __init__(self, num_layers: int, in_features: int, growth_rate: int, drop_paths: Sequence[float] = (),
+                 **layer_kwargs: Any) -> None:
         super().__init__()
+        drop_paths = list(drop_paths) or [0.0] * num_layers
         for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", DenseLayer(in_features + i * growth_rate, growth_rate, **layer_kwargs))
+            self.add_module(f"denselayer{i + 1}", DenseLayer(in_features + i * growth_rate, growth_rate,
+                                                             drop_path=drop_paths[i], **layer_kwargs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
@@ -104,6 +122,7 @@ class DenseNet(PooledClassifier):
         compression: float = 0.5,
         stem: Stem = "imagenet",
         memory_efficient: bool = False,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 < compression <= 1.0:
@@ -120,8 +139,11 @@ class DenseNet(PooledClassifier):
         reduction = 4 if imagenet else 1
         layer_kwargs = {"bn_size": bn_size, "drop_rate": drop_rate, "memory_efficient": memory_efficient}
         channels = num_init_features
+        rates = linear_rates(sum(block_config), drop_path_rate)
         for i, num_layers in enumerate(block_config):
-            self.features.add_module(f"denseblock{i + 1}", DenseBlock(num_layers, channels, growth_rate, **layer_kwargs))
+            first = sum(block_config[:i])
+            block = DenseBlock(num_layers, channels, growth_rate, rates[first:first + num_layers], **layer_kwargs)
+            self.features.add_module(f"denseblock{i + 1}", block)
             channels += num_layers * growth_rate
             self.feature_info.append(FeatureInfo(f"features.denseblock{i + 1}", channels, reduction))
             if i != len(block_config) - 1:

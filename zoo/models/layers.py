@@ -76,6 +76,27 @@ def make_act(act: str, channels: int | None = None, inplace: bool = False) -> nn
     return {"gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[act]()
 
 
+def make_drop_path(p: float) -> nn.Module:
+    """Per-sample stochastic depth of a residual branch or a dense layer's new maps with probability ``p``
+    (``torchvision.ops.StochasticDepth(p, "row")``: survivors scaled by ``1 / (1 - p)``, the identity at
+    inference); ``nn.Identity`` for ``p = 0``, so a model without it never imports torchvision."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"a drop-path rate must be in [0, 1), got {p}")
+    if p == 0.0:
+        return nn.Identity()
+    from torchvision.ops import StochasticDepth
+
+    return StochasticDepth(p, "row")
+
+
+def linear_rates(count: int, rate: float) -> list[float]:
+    """``l / count * rate`` for l = 1..count: drop-path rates rising linearly with depth (the rule of Huang et
+    al. 2016, eq. 4, for survival; timm's ``drop_path_rate``)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {rate}")
+    return [(i + 1) / count * rate for i in range(count)]
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias (a normalisation layer follows or precedes it)."""
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)

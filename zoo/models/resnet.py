@@ -13,7 +13,10 @@
   blocks widened k times with optional dropout between the two convolutions (``wrn28_10``,
   ``wrn16_4``) and torchvision's ``wide_resnet50_2/101_2`` (bottleneck width doubled).
 - Stochastic depth (Huang, Sun, Liu, Sedra & Weinberger, "Deep networks with stochastic depth",
-  ECCV 2016): an option of every network here, ``stochastic_depth=p_L`` (``resnet110_sd``).
+  ECCV 2016): an option of every network here, ``stochastic_depth=p_L`` (``resnet110_sd``), the paper's
+  form (a block dropped for the whole mini-batch); ``drop_path_rate=r`` is the per-sample form of timm and
+  torchvision (``torchvision.ops.StochasticDepth(mode="row")``: each sample's branch dropped on its own,
+  survivors scaled by ``1 / (1 - p)``), block ``l`` of ``L`` with ``p = l / L * r``.
 - ResNeXt (Xie, Girshick, Dollar, Tu & He, "Aggregated residual transformations for deep neural
   networks", CVPR 2017): grouped 3x3 convolutions in the bottleneck (``resnext50_32x4d``,
   ``resnext101_32x8d/64x4d``, CIFAR ``resnext29_8x64d/16x64d`` and the CPU-sized ``resnext29_small``).
@@ -46,7 +49,9 @@ from zoo.models.layers import (
     conv3x3,
     init_conv_bn,
     linear_or_identity,
+    linear_rates,
     make_act,
+    make_drop_path,
     stem_conv,
 )
 
@@ -114,7 +119,8 @@ class ZeroPadShortcut(nn.Module):
 
 class ResidualBlock(nn.Module):
     """A residual block: ``branch`` plus a shortcut that is the identity, or ``downsample`` where
-    the block changes shape; the branch is under :class:`StochasticDepth` (off by default). Its
+    the block changes shape; the branch is under :class:`StochasticDepth` and per-sample drop path (both off by
+    default). Its
     one activation module ``relu`` (torchvision's name, whatever ``act`` is) serves every position."""
 
     expansion = 1
@@ -126,12 +132,18 @@ class ResidualBlock(nn.Module):
         survival_prob: float,
         stochastic_depth_mode: DepthMode,
         act: Act = "relu",
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.relu = make_act(act, inplace=True)
         self.downsample = downsample
         self.stride = stride
         self.stochastic_depth = StochasticDepth(survival_prob, stochastic_depth_mode)
+        self.drop_path = make_drop_path(drop_path)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch under both forms of stochastic depth (each the identity when off)."""
+        return self.drop_path(self.stochastic_depth(self.branch(x)))
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -144,7 +156,7 @@ class PostActBlock(ResidualBlock):
         identity = x if self.downsample is None else self.downsample(x)
         if self.stochastic_depth.drops_batch():
             return self.relu(identity.clone())  # a copy: identity may be x, which autograd still needs
-        out = self.stochastic_depth(self.branch(x))
+        out = self.residual(x)
         out += identity  # in place, as torchvision: no fresh activation-sized buffer per block
         return self.relu(out)
 
@@ -160,7 +172,7 @@ class PreActBlock(ResidualBlock):
         identity = x if self.downsample is None else self.downsample(out)
         if self.stochastic_depth.drops_batch():
             return identity
-        out = self.stochastic_depth(self.branch(out))
+        out = self.residual(out)
         out += identity
         return out
 
@@ -179,10 +191,11 @@ class BasicBlock(PostActBlock):
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
         act: Act = "relu",
+        drop_path: float = 0.0,
     ) -> None:
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64; use Bottleneck")
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act, drop_path)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
@@ -209,8 +222,9 @@ class Bottleneck(PostActBlock):
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
         act: Act = "relu",
+        drop_path: float = 0.0,
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act, drop_path)
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = nn.BatchNorm2d(width)
@@ -238,8 +252,9 @@ class PreActBasicBlock(PreActBlock):
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
         act: Act = "relu",
+        drop_path: float = 0.0,
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act, drop_path)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -266,8 +281,9 @@ class PreActBottleneck(PreActBlock):
         survival_prob: float = 1.0,
         stochastic_depth_mode: DepthMode = "paper",
         act: Act = "relu",
+        drop_path: float = 0.0,
     ) -> None:
-        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act)
+        super().__init__(stride, downsample, survival_prob, stochastic_depth_mode, act, drop_path)
         self.bn1 = nn.BatchNorm2d(inplanes)
         self.conv1 = conv1x1(inplanes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -309,14 +325,18 @@ def _make_stage(
     blocks: int,
     stride: int,
     shortcut: ShortcutFactory,
-    survival: Iterator[float],
+    depth: Iterator[tuple[float, float]],
     block_kwargs: dict[str, Any],
 ) -> nn.Sequential:
-    """``blocks`` blocks; the first one changes stride and width through ``shortcut`` if needed."""
+    """``blocks`` blocks, each with the next (survival probability, drop-path rate) of ``depth``; the first
+    one changes stride and width through ``shortcut`` if needed."""
     out = planes * block.expansion
     downsample = shortcut(inplanes, out, stride) if stride != 1 or inplanes != out else None
-    layers = [block(inplanes, planes, stride, downsample, survival_prob=next(survival), **block_kwargs)]
-    layers += [block(out, planes, survival_prob=next(survival), **block_kwargs) for _ in range(1, blocks)]
+    layers = []
+    for i in range(blocks):
+        survival_prob, drop_path = next(depth)
+        args = (inplanes, planes, stride, downsample) if i == 0 else (out, planes)
+        layers.append(block(*args, survival_prob=survival_prob, drop_path=drop_path, **block_kwargs))
     return nn.Sequential(*layers)
 
 
@@ -334,11 +354,12 @@ class _ResidualNetwork(PooledClassifier):
         shortcut: ShortcutFactory,
         stochastic_depth: float | None,
         block_kwargs: dict[str, Any],
+        drop_path_rate: float = 0.0,
     ) -> int:
         """Add the stages (stride 1, then 2 each) and return their output channels."""
         if len(widths) != len(layers):
             raise ValueError(f"widths {tuple(widths)} and layers {tuple(layers)} must have the same length")
-        survival = iter(survival_probs(sum(layers), stochastic_depth))
+        survival = iter(zip(survival_probs(sum(layers), stochastic_depth), linear_rates(sum(layers), drop_path_rate)))
         self.num_stages = len(layers)
         self.stage_channels: list[int] = []
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
@@ -382,6 +403,7 @@ class ResNet(_ResidualNetwork):
         zero_init_residual: bool = False,
         stochastic_depth: float | None = None,
         stochastic_depth_mode: DepthMode = "paper",
+        drop_path_rate: float = 0.0,
         act: Act = "relu",
     ) -> None:
         super().__init__()
@@ -396,7 +418,8 @@ class ResNet(_ResidualNetwork):
             "act": act,
         }
         self.num_features = self._build_stages(
-            block, stem_width, widths, layers, _shortcut_factory(shortcut, True), stochastic_depth, block_kwargs
+            block, stem_width, widths, layers, _shortcut_factory(shortcut, True), stochastic_depth, block_kwargs,
+            drop_path_rate,
         )
         self.num_classes = num_classes
         self.fc = linear_or_identity(self.num_features, num_classes)
@@ -432,6 +455,7 @@ class PreActResNet(_ResidualNetwork):
         drop_rate: float = 0.0,
         stochastic_depth: float | None = None,
         stochastic_depth_mode: DepthMode = "paper",
+        drop_path_rate: float = 0.0,
         act: Act = "relu",
     ) -> None:
         super().__init__()
@@ -439,7 +463,8 @@ class PreActResNet(_ResidualNetwork):
         self.conv1, self.maxpool = stem_conv(stem, in_chans, stem_width)
         block_kwargs = {"drop_rate": drop_rate, "stochastic_depth_mode": stochastic_depth_mode, "act": act}
         self.num_features = self._build_stages(
-            block, stem_width, widths, layers, _shortcut_factory(shortcut, False), stochastic_depth, block_kwargs
+            block, stem_width, widths, layers, _shortcut_factory(shortcut, False), stochastic_depth, block_kwargs,
+            drop_path_rate,
         )
         self.bn_final = nn.BatchNorm2d(self.num_features)
         self.relu = make_act(act, self.num_features, inplace=True)

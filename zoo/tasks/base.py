@@ -53,6 +53,8 @@ class Task(nn.Module):
     final_evaluation: bool = False
     #: whether evaluate.py can average this task's class probabilities over several checkpoints (an ensemble)
     ensembles: bool = False
+    #: the optional extras (:mod:`zoo.extras`) its metrics need, checked before a run starts
+    extras: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

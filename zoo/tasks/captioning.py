@@ -38,6 +38,7 @@ class CaptioningTask(Task):
 
     monitor = "bleu4"
     monitor_mode = "max"
+    extras = ("captioning",)
 
     def __init__(
         self,

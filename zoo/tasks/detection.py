@@ -33,6 +33,7 @@ class DetectionTask(Task):
 
     monitor = "map"
     monitor_mode = "max"
+    extras = ("detection",)
 
     def __init__(self, model: torch.nn.Module, num_classes: int, num_images: int = 8, draw_score: float = 0.5) -> None:
         """``num_images``: validation images drawn with their boxes to TensorBoard (0: none)."""
