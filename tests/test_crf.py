@@ -95,3 +95,15 @@ def test_method_names_and_the_former_window_spelling() -> None:
 def test_lattice_refuses_keys_beyond_int64() -> None:
     with pytest.raises(ConfigError, match="overflow"):
         DenseCRF(3, theta_alpha=1e-4, theta_beta=1e-4)(torch.zeros(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+
+
+def test_fixed_crf_gives_the_same_marginals_with_and_without_autograd() -> None:
+    """Without gradients the lattice adds its slices into the potentials in place; with them, out of place."""
+    image, logits = _blocks(20, 24, labels=4)
+    crf = DenseCRF(4, **SETTINGS[0], iterations=3)
+    with torch.no_grad():
+        fused = crf(logits, image)
+    logits.requires_grad_(True)
+    tracked = crf(logits, image)
+    tracked.exp()[:, 0].sum().backward()
+    assert torch.allclose(fused, tracked, atol=1e-5) and logits.grad.abs().sum() > 0

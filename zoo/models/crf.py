@@ -37,7 +37,6 @@ learned through the unrolled iterations, as in CRF-as-RNN (Zheng et al., ICCV 20
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +48,18 @@ from zoo.registry import close_names
 
 METHODS = ("lattice", "window", "exact")
 
-#: a Gaussian filter over one image batch's ``P = B H W`` pixels: values ``(P, C)`` -> ``sum_j k_ij v_j`` alike
-Filter = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Filter:
+    """A normalised Gaussian filter over one image batch's ``P = B H W`` pixels: values ``(P, C)`` ->
+    ``sum_j k_ij v_j`` alike."""
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def accumulate(self, values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
+        """``out += weight * self(values)`` (outside autograd)."""
+        out.add_(self(values), alpha=weight)
 
 
 def colour_features(image: torch.Tensor) -> torch.Tensor:
@@ -82,7 +91,7 @@ def _symmetric(filt: Filter, features: torch.Tensor) -> torch.Tensor:
     return (filt(features.new_ones(features.shape[:-1].numel(), 1)) + 1e-20).rsqrt()
 
 
-class LatticeFilter:
+class LatticeFilter(Filter):
     """Permutohedral-lattice filtering over ``features`` ``(B, H, W, D)``, normalised symmetrically
     (``smooth``: see :class:`~zoo.models.permutohedral.PermutohedralLattice`)."""
 
@@ -93,6 +102,9 @@ class LatticeFilter:
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         return self.lattice.filter(values)
 
+    def accumulate(self, values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
+        self.lattice.accumulate(values, out, weight)
+
 
 @functools.lru_cache(maxsize=4)
 def position_lattice(batch: int, height: int, width: int, theta: float, device: torch.device) -> LatticeFilter:
@@ -102,7 +114,7 @@ def position_lattice(batch: int, height: int, width: int, theta: float, device: 
     return LatticeFilter(torch.stack([xs, ys], -1).float().expand(batch, height, width, 2) / theta, smooth=True)
 
 
-class ExactFilter:
+class ExactFilter(Filter):
     """Filtering with the dense ``(B, N, N)`` Gaussian kernel matrix of ``features`` ``(B, H, W, D)``,
     normalised symmetrically."""
 
@@ -117,7 +129,7 @@ class ExactFilter:
         return torch.bmm(self.kernel, values.view(b, n, -1)).view(b * n, -1)
 
 
-class WindowFilter:
+class WindowFilter(Filter):
     """The Gaussian kernel of ``features`` ``(B, H, W, D)`` truncated to a ``radius``-pixel window,
     normalised symmetrically within the window."""
 
@@ -236,14 +248,18 @@ class DenseCRF(nn.Module):
                     out.append((k, ExactFilter(features)))
         return out
 
-    def message(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
-        """``sum_j k_ij Q_j(l)`` for ``q`` ``(P, L)``, the kernels weighted."""
+    def message(self, q: torch.Tensor, filters: list[tuple[int, Filter]], start: torch.Tensor | None = None) -> torch.Tensor:
+        """``start + sum_j k_ij Q_j(l)`` for ``q`` ``(P, L)``, the kernels weighted (``start``: zero)."""
+        out = torch.zeros_like(q) if start is None else start.clone()
         if self.trainable:
             weights = self.weights.to(q.dtype)
-            return sum((weights[k] * filt(q) for k, filt in filters), torch.zeros_like(q))
-        out = torch.zeros_like(q)
-        for k, filt in filters:
-            out.add_(filt(q), alpha=float(self.fixed_weights[k]))
+            return sum((weights[k] * filt(q) for k, filt in filters), out)
+        if torch.is_grad_enabled() and (q.requires_grad or out.requires_grad):
+            for k, filt in filters:
+                out = out + float(self.fixed_weights[k]) * filt(q)
+            return out
+        for k, filt in filters:  # in place: the lattice adds its slices into out
+            filt.accumulate(q, out, float(self.fixed_weights[k]))
         return out
 
     def pairwise(self, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
@@ -253,7 +269,7 @@ class DenseCRF(nn.Module):
     def _potentials(self, unary: torch.Tensor, q: torch.Tensor, filters: list[tuple[int, Filter]]) -> torch.Tensor:
         """``-U - pairwise``, up to a constant per pixel (Potts: ``sum(message) - message``, so ``+ message``)."""
         if self.compatibility is None:
-            return unary + self.message(q, filters)
+            return self.message(q, filters, start=unary)
         return unary - self.pairwise(q, filters)
 
     # ---- inference -------------------------------------------------------------------------------------------------

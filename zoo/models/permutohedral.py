@@ -126,29 +126,38 @@ class PermutohedralLattice:
             self.blurs.append(_sparse(crow, cols[keep], vals[keep], (m, m)))
         self.size = m
 
-    def _apply(self, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose). On the CPU each
-        product goes into a preallocated buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
+    def _apply(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
+               weight: float = 1.0) -> torch.Tensor:
+        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose); with ``out``,
+        ``out + weight`` times it, written into ``out``. On the CPU each product goes into a preallocated
+        buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
         dtype, c = values.dtype, values.shape[1]
         blurs = [blur.to(dtype) for blur in (reversed(self.blurs) if reverse else self.blurs)]
         if values.device.type != "cpu":
             grid = self.splat.to(dtype) @ values
             for blur in blurs:
                 grid = blur @ grid
-            return self.slice.to(dtype) @ grid
+            result = self.slice.to(dtype) @ grid
+            return result if out is None else out.add_(result, alpha=weight)
         grid, spare = values.new_empty(self.size, c), values.new_empty(self.size, c)
         torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
         for blur in blurs:
             torch.addmm(spare, blur, grid, beta=0, out=spare)
             grid, spare = spare, grid
-        out = values.new_empty(values.shape)
-        return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+        if out is None:
+            out = values.new_empty(values.shape)
+            return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+        return torch.addmm(out, self.slice.to(dtype), grid, alpha=weight, out=out)
 
     def normalise_symmetric(self) -> None:
         """Turn the filter ``K`` into ``D^-1/2 K D^-1/2`` with ``D = diag(K 1)`` (densecrf's NORMALIZE_SYMMETRIC)."""
         norm = (self._apply(torch.ones(self.slice.shape[0], 1, device=self.slice.device)) + 1e-20).rsqrt().flatten()
         self.slice = _scale(self.slice, rows=norm)
         self.splat = _scale(self.splat, cols=norm)
+
+    def accumulate(self, values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
+        """``out += weight * filter(values)`` in place, outside autograd (the slice product adds into ``out``)."""
+        self._apply(values, out=out, weight=weight)
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat, blur, slice: ``values`` ``(B N, C)`` -> the Gaussian-filtered ``(B N, C)``."""
