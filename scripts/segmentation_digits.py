@@ -35,9 +35,9 @@ from zoo_results import split_overrides, train_run, update_readme  # noqa: E402
 
 START, END = "<!-- segmentation:start -->", "<!-- segmentation:end -->"
 EXPERIMENTS = {"FCN-32s": "fcn32s_digit_scenes", "FCN-8s": "fcn8s_digit_scenes"}
-#: the CRF settings tried on the validation scenes (theta_gamma = 1 px, 5 iterations, window radius 5)
-GRID = {"w1": [0.25, 0.5, 1.0, 2.0], "theta_alpha": [4.0, 8.0], "theta_beta": [8.0, 20.0], "w2": [0.5]}
-FIXED = {"theta_gamma": 1.0, "iterations": 5, "window": 5}
+#: the CRF settings tried on the validation scenes (lattice message passing, theta_gamma = 1 px, 5 iterations)
+GRID = {"w1": [2.0, 5.0, 10.0, 20.0], "theta_alpha": [8.0, 30.0], "theta_beta": [10.0, 30.0], "w2": [3.0]}
+FIXED = {"theta_gamma": 1.0, "iterations": 5, "method": "lattice"}
 
 
 def _model_and_data(ckpt: Path, split: str) -> tuple[torch.nn.Module, Any]:

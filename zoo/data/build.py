@@ -29,12 +29,13 @@ def build_datamodule(
     """Build ``cfg["name"]`` from :data:`DATASETS`: loader keys are taken out, the image-pipeline keys
     the builder does not take itself (:data:`~zoo.data.sources.IMAGE_KEYS`) go to the pipeline, the
     cross-validation keys (``folds``, ``fold``: :mod:`zoo.data.folds`) re-split what the builder
-    returns, the rest go to the builder."""
+    returns, ``crf`` (a segmentation set's CRF defaults) is task.crf's, the rest go to the builder."""
     from zoo.data.augment import parse_augmentation
 
     cfg = dict(cfg)
     name = cfg.pop("name")
     folds, fold = cfg.pop("folds", None), cfg.pop("fold", 0)
+    cfg.pop("crf", None)  # a segmentation set's CRF defaults: task.crf reads them
     opts = LoaderOptions.pop_from(cfg)
     entry = DATASETS.get(name)
     if "root" in cfg and cfg["root"] is None:

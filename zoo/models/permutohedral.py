@@ -1,0 +1,201 @@
+"""Gaussian filtering on the permutohedral lattice (Adams, Baek & Davis, "Fast high-dimensional filtering
+using the permutohedral lattice", Eurographics 2010), in pure torch ops so that it runs batched on any
+device and autograd differentiates it with respect to the filtered values.
+
+Each ``d``-dimensional feature vector is lifted onto the plane ``x . 1 = 0`` of ``R^(d+1)``, which the
+lattice tiles with simplices; a value *splats* onto the ``d + 1`` vertices of its enclosing simplex with
+its barycentric weights, the lattice is *blurred* with ``[1 2 1]`` along each of the ``d + 1`` lattice
+directions, and each pixel *slices* its result back from the same vertices. The result approximates
+``sum_j exp(-|f_i - f_j|^2 / 2) v_j`` up to a constant gain (removed by the kernel normalisation of
+:class:`~zoo.models.crf.DenseCRF`). The lattice is the one of Krähenbühl's densecrf
+(``permutohedral.cpp``): the same elevation and scale ``sqrt(2/3) (d + 1)``, rounding, barycentric
+weights, blur order and ``alpha`` constant, so that both filter alike.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from zoo.errors import ConfigError
+
+
+class PermutohedralLattice:
+    """The lattice of a batch of feature sets ``(B, N, d)``, built once (without gradients) and then
+    applied to any number of value tensors ``(B N, C)`` with :meth:`filter`. Images of a batch share one
+    lattice whose keys carry the image index, so they never mix. ``smooth`` (for features that vary
+    smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels
+    reach them."""
+
+    def __init__(self, features: torch.Tensor, smooth: bool = False) -> None:
+        with torch.no_grad():
+            self._build(features.detach().float(), smooth)
+
+    def _build(self, features: torch.Tensor, smooth: bool) -> None:
+        b, n, d = features.shape
+        device, p = features.device, b * n
+        self.alpha = 1.0 / (1.0 + 2.0**-d)  # densecrf's "magic scaling constant"
+        f = features.reshape(p, d)
+        # elevate onto the plane x . 1 = 0 (Adams et al. 2010, p. 5), scaled for a unit-variance Gaussian (p. 6)
+        i = torch.arange(d, device=device, dtype=torch.float32)
+        scale = math.sqrt(2.0 / 3.0) * (d + 1) / torch.sqrt((i + 2) * (i + 1))
+        cf = f * scale
+        suffix = cf.flip(1).cumsum(1).flip(1)  # suffix[:, k] = sum_{m >= k} cf[:, m]
+        elevated = torch.cat([suffix[:, :1], torch.cat([suffix[:, 1:], cf.new_zeros(p, 1)], 1) - (i + 1) * cf], 1)
+        # the closest remainder-0 lattice point, then the simplex the point lies in (its coordinates' ranks)
+        down = 1.0 / (d + 1)
+        v = elevated * down
+        up_pt, down_pt = torch.ceil(v) * (d + 1), torch.floor(v) * (d + 1)
+        rem0 = torch.where(up_pt - elevated < elevated - down_pt, up_pt, down_pt)
+        total = (rem0.sum(1) * down).round().long()
+        # rank: the position of each coordinate of elevated - rem0 in descending order, ties by index
+        by_size = (rem0 - elevated).argsort(dim=1, stable=True)
+        rank = torch.empty_like(by_size).scatter_(1, by_size, torch.arange(d + 1, device=device).expand(p, d + 1))
+        rank += total[:, None]
+        rem0 = rem0.long() + (d + 1) * ((rank < 0).long() - (rank > d).long())
+        rank = rank.remainder(d + 1)
+        # barycentric weights (p. 10)
+        w = (elevated - rem0) * down
+        bary = torch.zeros(p, d + 2, device=device).scatter_add_(1, d - rank, w).scatter_add_(1, d - rank + 1, -w)
+        bary[:, 0] += 1.0 + bary[:, d + 1]
+        # the d + 1 vertices: key_r = rem0 + canonical[r, rank] over the first d coordinates, canonical[r, k] =
+        # r, less d + 1 where k > d - r; so key_r lies within rem0 -+ d. One int64 code per key: mixed radix,
+        # the image index most significant, a margin of d + 1 per digit so that a neighbour's code never
+        # aliases another key
+        low = rem0[:, :d].amin(0) - (2 * d + 1)
+        spans = (rem0[:, :d].amax(0) + 2 * d + 2 - low).tolist()
+        strides = [math.prod(spans[k + 1 :]) for k in range(d)]
+        if math.prod(spans) * b >= 2**62:
+            raise ConfigError("crf: the lattice's keys overflow int64 (kernel widths theta too small for this image); "
+                              "use larger theta values or method=window")
+        stride = torch.tensor(strides, device=device)
+        image = (torch.arange(b, device=device) * math.prod(spans)).repeat_interleave(n)
+        base = ((rem0[:, :d] - low) * stride).sum(1) + image
+        # sum_k stride_k [rank_k > d - r] for r = 0..d: a cumulative sum over r of the strides placed at d + 1 - rank_k
+        wrapped = torch.zeros(p, d + 2, dtype=torch.long, device=device)
+        wrapped.scatter_add_(1, d + 1 - rank[:, :d], stride.expand(p, d))
+        r = torch.arange(d + 1, device=device)
+        codes = base[:, None] + r * sum(strides) - (d + 1) * wrapped.cumsum(1)[:, : d + 1]
+        # the lattice: the unique codes (sorted, for the neighbour look-ups) from one stable sort
+        sorted_codes, by_code = codes.flatten().sort(stable=True)
+        first = torch.ones_like(sorted_codes, dtype=torch.bool)
+        first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        lattice = sorted_codes[first]
+        m = lattice.numel()
+        # vertices numbered by code, or (smooth) in the order the pixels first reach them, as densecrf's hash table
+        # does: faster products where the features vary smoothly along the pixels (the positions alone), slower
+        # blurs otherwise. ids[code rank]: the vertex number; rank_of: its inverse
+        ids = rank_of = torch.arange(m, device=device)
+        if smooth:
+            first_touch = by_code[first]  # the stable sort puts a vertex's earliest entry first
+            ids = torch.empty_like(first_touch).scatter_(0, first_touch.argsort(), ids)
+            rank_of = ids.argsort()
+        vertex_of = torch.empty_like(by_code).scatter_(0, by_code, ids[first.long().cumsum(0) - 1]).view(p, d + 1)
+        # slice (P x M): each pixel's d + 1 vertices, columns ascending; splat (M x P): each vertex's pixels, ascending
+        vertex_of, within = vertex_of.sort(1)
+        weights = bary[:, : d + 1].gather(1, within).flatten()
+        vertex_of = vertex_of.flatten()
+        slice_crow = torch.arange(0, p * (d + 1) + 1, d + 1, device=device)
+        self.slice = _sparse(slice_crow, vertex_of, self.alpha * weights, (p, m))
+        by_vertex = vertex_of.argsort(stable=True)
+        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=device)
+        splat_crow[1:] = torch.bincount(vertex_of, minlength=m).cumsum(0)
+        self.splat = _sparse(splat_crow, by_vertex.div(d + 1, rounding_mode="floor"), weights[by_vertex], (m, p))
+        # the blur along direction j: 1 at the vertex, 1/2 at its two neighbours (every coordinate - 1 and
+        # coordinate j + d, or the reverse; j = d: the implicit last coordinate), where they exist
+        self.blurs = []
+        half = torch.tensor([0.5, 1.0, 0.5], device=device).expand(m, 3)
+        for step in [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]:
+            above = _find(lattice, lattice + abs(step))  # by code rank; the neighbour with the higher code
+            below = torch.full_like(above, -1)
+            found = above >= 0
+            below[above[found]] = found.nonzero().squeeze(1)
+            cols = torch.stack([below, torch.arange(m, device=device), above], 1)  # ascending in code order
+            cols = torch.where(cols >= 0, cols, m)  # missing: m
+            vals = half
+            if smooth:  # rows by vertex number, columns renumbered and sorted again
+                cols = torch.where(cols < m, ids[cols.clamp(max=m - 1)], m)[rank_of]
+                cols, within = cols.sort(1)
+                vals = half.gather(1, within)
+            cols, vals = cols.flatten(), vals.flatten()
+            keep = (cols < m).nonzero().squeeze(1)
+            crow = torch.zeros(m + 1, dtype=torch.long, device=device)
+            crow[1:] = (cols < m).view(m, 3).sum(1).cumsum(0)
+            self.blurs.append(_sparse(crow, cols[keep], vals[keep], (m, m)))
+        self.size = m
+
+    def _apply(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
+               weight: float = 1.0) -> torch.Tensor:
+        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose); with ``out``,
+        ``out + weight`` times it, written into ``out``. On the CPU each product goes into a preallocated
+        buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
+        dtype, c = values.dtype, values.shape[1]
+        blurs = [blur.to(dtype) for blur in (reversed(self.blurs) if reverse else self.blurs)]
+        if values.device.type != "cpu":
+            grid = self.splat.to(dtype) @ values
+            for blur in blurs:
+                grid = blur @ grid
+            result = self.slice.to(dtype) @ grid
+            return result if out is None else out.add_(result, alpha=weight)
+        grid, spare = values.new_empty(self.size, c), values.new_empty(self.size, c)
+        torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
+        for blur in blurs:
+            torch.addmm(spare, blur, grid, beta=0, out=spare)
+            grid, spare = spare, grid
+        if out is None:
+            out = values.new_empty(values.shape)
+            return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+        return torch.addmm(out, self.slice.to(dtype), grid, alpha=weight, out=out)
+
+    def normalise_symmetric(self) -> None:
+        """Turn the filter ``K`` into ``D^-1/2 K D^-1/2`` with ``D = diag(K 1)`` (densecrf's NORMALIZE_SYMMETRIC)."""
+        norm = (self._apply(torch.ones(self.slice.shape[0], 1, device=self.slice.device)) + 1e-20).rsqrt().flatten()
+        self.slice = _scale(self.slice, rows=norm)
+        self.splat = _scale(self.splat, cols=norm)
+
+    def accumulate(self, values: torch.Tensor, out: torch.Tensor, weight: float) -> None:
+        """``out += weight * filter(values)`` in place, outside autograd (the slice product adds into ``out``)."""
+        self._apply(values, out=out, weight=weight)
+
+    def filter(self, values: torch.Tensor) -> torch.Tensor:
+        """Splat, blur, slice: ``values`` ``(B N, C)`` -> the Gaussian-filtered ``(B N, C)``."""
+        return _Filter.apply(values, self)
+
+
+class _Filter(torch.autograd.Function):
+    """The lattice filter as one autograd node: its transpose blurs in the reverse order."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, values: torch.Tensor,
+                lattice: PermutohedralLattice) -> torch.Tensor:
+        ctx.lattice = lattice  # type: ignore[attr-defined]
+        return lattice._apply(values.contiguous())
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # (slice B_d .. B_0 splat)^T = splat^T B_0 .. B_d slice^T, and splat^T = slice / alpha, slice^T = alpha splat
+        return ctx.lattice._apply(grad.contiguous(), reverse=True), None  # type: ignore[attr-defined]
+
+
+def _find(sorted_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The index of each of ``codes`` in ``sorted_codes``, -1 where it is missing."""
+    at = torch.searchsorted(sorted_codes, codes).clamp(max=sorted_codes.numel() - 1)
+    return torch.where(sorted_codes[at] == codes, at, -1)
+
+
+def _scale(matrix: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """``diag(rows) matrix diag(cols)`` of a CSR matrix."""
+    crow, col, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
+    if rows is not None:
+        values = values * rows.repeat_interleave(crow.diff())
+    if cols is not None:
+        values = values * cols[col]
+    return _sparse(crow, col, values, matrix.shape)
+
+
+def _sparse(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": products with dense matrices are all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
