@@ -62,3 +62,16 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     html = (tmp_path / "site" / "models" / "catalogue" / "index.html").read_text()
     assert "resnet50" in html and (tmp_path / "site" / "api" / "index.html").exists()
     assert "create_model" in (tmp_path / "site" / "api" / "index.html").read_text()
+
+
+def test_every_table_script_has_its_markers_on_a_page() -> None:
+    """Each results script writes between its markers in whichever page holds them (zoo_results.update_readme)."""
+    import re
+
+    pages = "".join(p.read_text() for p in [REPO / "README.md", *(REPO / "docs").rglob("*.md")])
+    scripts = {p.name: re.search(r'START, END = "(<!-- [\w-]+:start -->)", "(<!-- [\w-]+:end -->)"', p.read_text())
+               for p in (REPO / "scripts").glob("*.py")}
+    markers = {name: m.groups() for name, m in scripts.items() if m}
+    assert len(markers) >= 10
+    for name, (start, end) in markers.items():
+        assert start in pages and end in pages, f"{name}: {start} has no page"
