@@ -210,6 +210,7 @@ def test_corrupt_images_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCa
     assert build_datamodule({**cfg, "in_memory": True}).train.x.shape[0] == 7
 
 
+@pytest.mark.slow  # the same message in-process: test_missing_data_names_the_directory
 def test_missing_data_on_the_command_line(tmp_path: Path) -> None:
     proc = run_cli("train.py", "data=cifar10", f"data.root={tmp_path}", "logger=none", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 2, proc.stderr[-2000:]

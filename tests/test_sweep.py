@@ -102,7 +102,7 @@ def test_exit_status_after_the_jobs(monkeypatch: pytest.MonkeyPatch, codes: list
     assert sweep.exit_status() == status
 
 
-@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+@pytest.mark.parametrize("launcher", [pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow),
                                       pytest.param(["hydra/launcher=submitit_local"], marks=pytest.mark.slow)],
                          ids=["joblib", "submitit_local"])
 def test_the_summary_and_exit_status_hold_with_other_launchers(tmp_path: Path, launcher: list[str]) -> None:
