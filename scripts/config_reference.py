@@ -8,10 +8,10 @@ option file in it and every key with its default and the comment the yaml gives 
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from pathlib import Path
+
+from zoo_results import generated_page
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -93,18 +93,7 @@ def page() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
-    args = parser.parse_args()
-    text = page()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            sys.exit(f"error: {OUT.relative_to(REPO)} is not current; run python scripts/config_reference.py")
-        print(f"{OUT.relative_to(REPO)} is current")
-        return
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(REPO)}")
+    generated_page(OUT, page, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ default channels, the latent vector of a generator); "-" where a model's forward
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
 import sys
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 from zoo.models import MODELS, create_model, list_models, model_info, on_meta  # noqa: E402
 from zoo.models.base import count_parameters  # noqa: E402
 from zoo.models.pretrained import torchvision_weight_names  # noqa: E402
+from zoo_results import generated_page  # noqa: E402
 
 OUT = REPO / "docs" / "models" / "catalogue.md"
 HEADER = """---
@@ -91,18 +91,7 @@ def page() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
-    args = parser.parse_args()
-    text = page()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            sys.exit(f"error: {OUT.relative_to(REPO)} is not current; run python scripts/model_catalogue.py")
-        print(f"{OUT.relative_to(REPO)} is current ({text.count(chr(10)) - HEADER.count(chr(10)) - 3} models)")
-        return
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(REPO)}")
+    generated_page(OUT, page, __doc__)
 
 
 if __name__ == "__main__":

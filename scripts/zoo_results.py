@@ -97,6 +97,23 @@ def update_readme(text: str, start: str = START, end: str = END) -> None:
                          f"the table belongs")
 
 
+def generated_page(out: Path, make: Callable[[], str], doc: str) -> None:
+    """The command line of a script that generates a documentation page: write ``make()`` to ``out``, or with
+    ``--check`` exit 1 when the file is not what it would write (CI keeps generated pages current)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
+    args = parser.parse_args()
+    text, name = make(), out.relative_to(REPO)
+    if args.check:
+        if not out.exists() or out.read_text() != text:
+            raise SystemExit(f"error: {name} is not current; run python {Path(sys.argv[0]).relative_to(REPO)}")
+        print(f"{name} is current")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {name}")
+
+
 def finished(run_dir: Path) -> dict | None:
     """The metrics of a finished run directory, or None."""
     path = run_dir / "metrics.json"

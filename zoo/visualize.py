@@ -82,6 +82,20 @@ def _grid_figure(tiles: Sequence[torch.Tensor], cols: int, title: str, path: Pat
     fig.savefig(path, dpi=100)
 
 
+def _panels(images: Sequence[tuple[str, torch.Tensor]], path: Path, title: str | None = None, side: float = 3.0) -> None:
+    """Images (``(C, H, W)`` in 0..1, grey or RGB) side by side under their names, written to ``path``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(side * len(images) + 0.4, side + (0.8 if title else 0.6)), layout="constrained")
+    for ax, (name, img) in zip(fig.subplots(1, len(images), squeeze=False)[0], images):
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=100)
+
+
 def filter_tiles(model: nn.Module) -> list[torch.Tensor]:
     """The first convolution's filters as tiles: RGB when it reads 3 channels, else one per input channel (the
     first's only, for more than 3), each scaled to 0..1 on its own."""
@@ -246,8 +260,6 @@ def class_model(model: nn.Module, target: int, shape: Sequence[int], steps: int 
 
 def write_class_models(model: nn.Module, state: dict[str, Any], targets: Sequence[int], names: Sequence[str],
                        steps: int, lr: float, l2: float, out: Path, device: str = "cpu") -> list[Path]:
-    from matplotlib.figure import Figure
-
     info, cfg = state["data_info"], state["config"]
     size = int(cfg["data"].get("image_size") or cfg["model"]["input_size"])
     shape = (len(info["mean"]), size, size)
@@ -256,14 +268,8 @@ def write_class_models(model: nn.Module, state: dict[str, Any], targets: Sequenc
         image = class_model(model, c, shape, steps, lr, l2, device=device)
         with torch.no_grad():
             score = float(model(image)[0, c])
-        shown = _unit(image[0].cpu())
-        fig = Figure(figsize=(3.4, 3.6), layout="constrained")
-        ax = fig.subplots()
-        ax.imshow(shown[0].numpy() if shape[0] == 1 else shown.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
-        ax.set_axis_off()
-        ax.set_title(f"class {names[c]}: score {score:.2f}", fontsize=9)
         path = out / f"class_model_{c}.png"
-        fig.savefig(path, dpi=100)
+        _panels([(f"class {names[c]}: score {score:.2f}", _unit(image[0].cpu()))], path)
         written.append(path)
     return written
 
@@ -352,8 +358,6 @@ def dream(model: nn.Module, module: nn.Module, x: torch.Tensor, opts: DreamOptio
 
 def write_dreams(model: nn.Module, state: dict[str, Any], names: Sequence[str], xs: torch.Tensor, stage: str,
                  opts: DreamOptions, out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
-
     from zoo.explain import module_named
 
     info = state["data_info"]
@@ -363,15 +367,10 @@ def write_dreams(model: nn.Module, state: dict[str, Any], names: Sequence[str], 
     written = []
     for name, x in zip(names, xs):
         dreamt, before, after = dream(model, module, x[None], opts, (0 - mean) / std, (1 - mean) / std)
-        fig = Figure(figsize=(6, 3.4), layout="constrained")
-        for ax, (title, img) in zip(fig.subplots(1, 2), ((Path(name).name, x[None]), ("dream", dreamt))):
-            shown = (img * std + mean).clamp(0, 1)[0].cpu()
-            ax.imshow(shown.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
-        fig.suptitle(f"DeepDream on {stage}: mean square activation {before:.3g} -> {after:.3g}", fontsize=9)
         path = out / f"dream_{Path(name).stem}.png"
-        fig.savefig(path, dpi=100)
+        _panels([(Path(name).name, (x[None] * std + mean).clamp(0, 1)[0].cpu()),
+                 ("dream", (dreamt * std + mean).clamp(0, 1)[0].cpu())], path,
+                f"DeepDream on {stage}: mean square activation {before:.3g} -> {after:.3g}")
         written.append(path)
     return written
 
