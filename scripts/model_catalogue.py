@@ -44,6 +44,15 @@ ImageNet models); GMACs are multiply-accumulates of one forward pass of one samp
 """
 
 
+def _without_batch_norm(model: torch.nn.Module) -> None:
+    """Batch norms replaced by the identity: they multiply and add no weights (the counter counts none of their
+    work), and the counter's Python decomposition of them was most of this page's time."""
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+                setattr(parent, child_name, torch.nn.Identity())
+
+
 def gmacs(name: str, model: torch.nn.Module, size: int) -> float | None:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -52,9 +61,10 @@ def gmacs(name: str, model: torch.nn.Module, size: int) -> float | None:
         return None
     default = inspect.signature(MODELS.get(name).obj).parameters.get("in_chans")
     chans = default.default if default is not None and isinstance(default.default, int) else 3
-    x = torch.empty(1, chans, size, size)
+    x = torch.empty(1, chans, size, size, device="meta")
     if info["task"] == "gan" and getattr(model, "generator", None) is not None:
-        model, x = model.generator, torch.empty(1, model.latent_dim)
+        model, x = model.generator, torch.empty(1, model.latent_dim, device="meta")
+    _without_batch_norm(model)
     try:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model.eval()(x)
@@ -76,7 +86,7 @@ def rows() -> list[str]:
         with on_meta():
             model = create_model(name)
             params = count_parameters(model)
-            macs = gmacs(name, model, int(info["input_size"]))
+        macs = gmacs(name, model, int(info["input_size"]))
         weights = ", ".join(torchvision_weight_names(name)) or "-"
         paper = "; ".join(_cite(part) for part in (info.get("paper") or "-").split(";"))
         out.append(f"| `{name}` | {info['family']} | {info['task']} | {paper} | {info['input_size']} | {params:,} | "
