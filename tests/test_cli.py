@@ -151,19 +151,21 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines()[-1] == f"sweep: 2 of 2 jobs ok; summary in {tmp_path}/sweep/summary.md"
 
 
-def test_zoo_list() -> None:
+def test_zoo_list(capsys: pytest.CaptureFixture[str]) -> None:
     import subprocess
     import sys
 
     import torchvision
+
+    from zoo.__main__ import main
 
     proc = subprocess.run([sys.executable, "-m", "zoo", "list", "lenet*"], capture_output=True, text=True, check=True)
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split() == ["model", "task", "family", "input", "params", "weights"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["lenet5"][1] == "classification" and rows["lenet5"][-2:] == ["61,706", "-"]
-    proc = subprocess.run([sys.executable, "-m", "zoo", "list", "res*"], capture_output=True, text=True, check=True)
-    rows = {line.split()[0]: line.split() for line in proc.stdout.strip().splitlines()[1:]}
+    assert main(["list", "res*"]) == 0  # the same command in this process (the first one shows the entry point)
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.strip().splitlines()[1:]}
     assert rows["resnet50"][-1] == ",".join(w.name for w in torchvision.models.ResNet50_Weights)  # IMAGENET1K_V1,V2
     assert rows["resnext101_64x4d"][-1] == "IMAGENET1K_V1" and rows["resnet20"][-1] == "-"
 
