@@ -45,7 +45,7 @@ def describe(path: Path) -> list[str]:
             commands.append(content)
         elif content:
             prose.append(_escape(content))
-    rows, stack, in_defaults = [], [], False
+    rows, stack = [], []
     for line in text:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -59,16 +59,13 @@ def describe(path: Path) -> list[str]:
             stack.pop()
         key = ".".join([k for _, k in stack] + [m["key"]])
         if key == "defaults":
-            in_defaults = True
             continue
-        in_defaults = False
         value = m["value"].strip()
         if not value:
             stack.append((indent, m["key"]))
             if not m["comment"]:
                 continue
         rows.append((key, value, (m["comment"] or "").strip()))
-    del in_defaults
     out = [" ".join(prose)] if prose else []
     if commands:
         out += ["", "```bash", *commands, "```"]

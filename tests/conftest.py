@@ -17,6 +17,14 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch cache for the test; downloads are forbidden."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    return tmp_path / "torch"
+
+
 @pytest.fixture(scope="session")
 def lenet5_digits(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A LeNet-5 trained 4 epochs on the digits (no augmentation) and the last six digits of the set as

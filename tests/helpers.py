@@ -65,3 +65,14 @@ class BuggyCallback(Callback):
 
     def on_fit_start(self, trainer: Any, task: Any) -> None:
         raise RuntimeError("a bug in a callback")
+
+
+def one_error(capsys: Any, argv: list[str], match: str) -> None:
+    """``python -m zoo <argv>`` exits 2 with one ``error:`` line on stderr containing ``match``, and prints nothing
+    else."""
+    from zoo.__main__ import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ") and match in captured.err, captured.err
+    assert captured.out == ""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import one_error
 from zoo.__main__ import main
 from zoo.explain import Options, attribute
 
@@ -119,25 +120,19 @@ def test_cli_writes_a_png_per_image_and_method(digits: dict[str, Any], capsys: p
     assert lines[-1] == f"wrote 6 files to {out}"
 
 
-def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str], match: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and match in err, err
-
-
 def test_cli_refuses_bad_input_with_one_line(digits: dict[str, Any], capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ckpt, image = str(digits["ckpt"]), str(digits["files"][0])
     out = ["--out", str(tmp_path / "out")]
-    _one_error(capsys, ["explain", ckpt, str(tmp_path / "nope.png"), *out], "image file not found")
-    _one_error(capsys, ["explain", str(tmp_path / "nope.pt"), image, *out], "checkpoint not found")
+    one_error(capsys, ["explain", ckpt, str(tmp_path / "nope.png"), *out], "image file not found")
+    one_error(capsys, ["explain", str(tmp_path / "nope.pt"), image, *out], "checkpoint not found")
     torch.save({"model": {}}, tmp_path / "other.pt")
-    _one_error(capsys, ["explain", str(tmp_path / "other.pt"), image, *out], "is not a zoo classifier checkpoint")
-    _one_error(capsys, ["explain", ckpt, image, "--method", "salency", *out], "did you mean: saliency?")
-    _one_error(capsys, ["explain", ckpt, image, "--target", "10", *out], "out of range")
-    _one_error(capsys, ["explain", ckpt, image, "--method", "gradcam", "--layer", "c9", *out], "is not a module")
-    _one_error(capsys, ["explain", ckpt, image, "--method", "occlusion", "--window", "40", *out], "--window must be in 1..32")
+    one_error(capsys, ["explain", str(tmp_path / "other.pt"), image, *out], "is not a zoo classifier checkpoint")
+    one_error(capsys, ["explain", ckpt, image, "--method", "salency", *out], "did you mean: saliency?")
+    one_error(capsys, ["explain", ckpt, image, "--target", "10", *out], "out of range")
+    one_error(capsys, ["explain", ckpt, image, "--method", "gradcam", "--layer", "c9", *out], "is not a module")
+    one_error(capsys, ["explain", ckpt, image, "--method", "occlusion", "--window", "40", *out], "--window must be in 1..32")
     monkeypatch.setitem(sys.modules, "captum", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "captum.attr", raising=False)
-    _one_error(capsys, ["explain", ckpt, image, *out], "pip install -e '.[viz]'")
+    one_error(capsys, ["explain", ckpt, image, *out], "pip install -e '.[viz]'")
     assert not (tmp_path / "out").exists()

@@ -75,3 +75,12 @@ def test_explain_without_captum_is_one_error_line(tmp_path: Path, monkeypatch: p
     assert main(["explain", str(tmp_path / "none.pt"), str(png), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: explain needs captum, which is not installed: pip install -e '.[viz]' (or pip install captum)"]
+
+
+def test_a_logger_without_its_extra_is_refused_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.pipeline import train
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ConfigError, match=r"logger=mlflow needs mlflow, which is not installed: pip install -e '\.\[mlflow\]'"):
+        train(make_cfg(tmp_path / "run", "logger=mlflow"))
+    assert not (tmp_path / "run").exists()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from tests.helpers import make_cfg
+from tests.helpers import make_cfg, one_error
 from zoo.__main__ import main
 from zoo.trained import load_classifier, load_image
 
@@ -35,26 +35,19 @@ def test_predict_prints_the_topk_of_each_image_and_writes_csv_and_json(lenet5_di
     assert right >= 4  # the trained LeNet-5 reads most of them
 
 
-def _one_error(capsys: pytest.CaptureFixture[str], argv: list[str], match: str) -> None:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ") and match in captured.err, captured.err
-    assert captured.out == ""
-
-
 def test_predict_refuses_bad_input_with_one_line_and_writes_nothing(lenet5_digits: dict[str, Any], tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     ckpt, image = str(lenet5_digits["ckpt"]), str(lenet5_digits["files"][0])
     out = ["--out", str(tmp_path / "p.csv")]
-    _one_error(capsys, ["predict", ckpt, str(tmp_path / "nope.png"), *out], "image file not found")
-    _one_error(capsys, ["predict", str(tmp_path / "nope.pt"), image, *out], "checkpoint not found")
+    one_error(capsys, ["predict", ckpt, str(tmp_path / "nope.png"), *out], "image file not found")
+    one_error(capsys, ["predict", str(tmp_path / "nope.pt"), image, *out], "checkpoint not found")
     torch.save({"model": {}}, tmp_path / "other.pt")
-    _one_error(capsys, ["predict", str(tmp_path / "other.pt"), image, *out], "is not a zoo classifier checkpoint")
-    _one_error(capsys, ["predict", ckpt, image, "--topk", "0", *out], "--topk must be in 1..10")
-    _one_error(capsys, ["predict", ckpt, image, "--topk", "11", *out], "--topk must be in 1..10")
+    one_error(capsys, ["predict", str(tmp_path / "other.pt"), image, *out], "is not a zoo classifier checkpoint")
+    one_error(capsys, ["predict", ckpt, image, "--topk", "0", *out], "--topk must be in 1..10")
+    one_error(capsys, ["predict", ckpt, image, "--topk", "11", *out], "--topk must be in 1..10")
     (tmp_path / "empty").mkdir()
-    _one_error(capsys, ["predict", ckpt, str(tmp_path / "empty"), *out], "no image files in directory")
-    _one_error(capsys, ["predict", ckpt, image, "--out", str(tmp_path / "p.txt")], "use a .csv or .json file")
+    one_error(capsys, ["predict", ckpt, str(tmp_path / "empty"), *out], "no image files in directory")
+    one_error(capsys, ["predict", ckpt, image, "--out", str(tmp_path / "p.txt")], "use a .csv or .json file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "other.pt"]
 
 

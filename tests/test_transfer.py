@@ -19,14 +19,6 @@ from zoo.transfer import TransferConfig, adapt_input_conv, build_transfer, torch
 # ---- sources -------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty torch cache for the test; downloads are forbidden."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("ZOO_OFFLINE", "1")
-    return tmp_path / "torch"
-
-
 def _cache_torchvision_squeezenet(torch_home: Path) -> nn.Module:
     from torchvision.models import squeezenet1_1
 

@@ -160,13 +160,6 @@ def test_vgg_layer_names_are_the_papers() -> None:
     assert len(bn) == 13 and bn["relu1_1"] == 2 and bn["relu4_2"] == 29
 
 
-@pytest.fixture
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("ZOO_OFFLINE", "1")
-    return tmp_path / "torch"
-
-
 @pytest.mark.slow
 def test_style_transfer_with_torchvision_vgg19_from_the_cache(torch_home: Path, digits: dict[str, Any],
                                                               tmp_path: Path) -> None:

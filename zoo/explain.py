@@ -82,12 +82,13 @@ def module_named(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules or not name:
         close = close_names(name, [n for n in modules if n])
-        hint = f"did you mean: {', '.join(close)}?" if close else f"stages: {', '.join(_stages(model))}"
+        hint = f"did you mean: {', '.join(close)}?" if close else f"stages: {', '.join(feature_stages(model))}"
         raise UnknownNameError(f"--layer {name!r} is not a module of {type(model).__name__}; {hint}")
     return modules[name]
 
 
-def _stages(model: nn.Module) -> list[str]:
+def feature_stages(model: nn.Module) -> list[str]:
+    """The module names of ``model``'s ``feature_info`` stages (none without it)."""
     return [info.module for info in getattr(model, "feature_info", ())]
 
 
@@ -95,7 +96,7 @@ def _stages(model: nn.Module) -> list[str]:
 def default_cam_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The deepest ``feature_info`` stage whose output has more than one position (a 1x1 map, as LeNet-5's C5,
     cannot say where); the deepest stage when none has."""
-    stages = _stages(model)
+    stages = feature_stages(model)
     if not stages:
         raise ConfigError(f"{type(model).__name__} declares no feature_info stages; pass --layer <module name>")
     sizes: dict[str, int] = {}

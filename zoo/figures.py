@@ -78,7 +78,7 @@ def write_figures(ckpt: str | Path, cfg: dict[str, Any], split: str, out: Path, 
 
     images = tuple(str(p) for p in cfg.get("images") or [])
     written: list[Path] = []
-    opts = Options(images=images, split=split if split in ("train", "val", "test") else "val")
+    opts = Options(images=images, split=split)
     for what in cfg.get("visualize") or []:
         written += visualize(ckpt, str(what), out, opts, device)
     if cfg.get("explain"):

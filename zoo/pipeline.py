@@ -74,30 +74,28 @@ def _check_train(c: dict[str, Any]) -> None:
     build_regularizer(c.get("regularizer"))
     for callback in build_callbacks(c.get("callbacks")):
         callback.check_trainer(trainer)
-    check_loggers(c.get("logger"))
-    check_extras((c.get("task") or {}).get("name"), c.get("logger"))
+    check_loggers(c.get("logger"))  # and the extras of their backends
+    check_task_extras((c.get("task") or {}).get("name"))
 
 
-def check_extras(task: str | None, logger: dict[str, Any] | None, feature: str = "task={}") -> None:
-    """The optional extras (:mod:`zoo.extras`) that ``task``'s metrics and the ``logger`` config need, before
-    anything runs; ``feature`` (formatted with the task's name) says who needs them."""
+def check_task_extras(task: str | None, feature: str = "task={}") -> None:
+    """The optional extras (:mod:`zoo.extras`) that ``task``'s metrics need, before anything runs; ``feature``
+    (formatted with the task's name) says who needs them."""
     if task in TASKS:
         for extra in TASKS.get(task).obj.extras:
             require_extra(extra, feature.format(task))
-    if (logger or {}).get("mlflow") is not None:
-        require_extra("mlflow", "logger=mlflow")
 
 
 def _check_evaluate(c: dict[str, Any]) -> None:
     """The same for an evaluation config (whether its device exists is the machine's, checked when it runs)."""
     if not c.get("ckpt_path"):
         raise ConfigError("evaluate.py needs a checkpoint: python evaluate.py ckpt_path=<run>/checkpoints/best.pt")
-    if len(checkpoint_paths(c["ckpt_path"])) > 1 and c.get("split", "test") == "train":
+    members = len(checkpoint_paths(c["ckpt_path"]))
+    if members > 1 and c.get("split", "test") == "train":
         raise ConfigError("an ensemble is evaluated on split=val or split=test (the training split is shuffled, "
                           "so the members would not see the same samples in the same order)")
     check_config(c, CONFIG_DIR, "evaluate")
-    check_figures(c.get("figures"), len(checkpoint_paths(c["ckpt_path"])))
-    check_extras(None, c.get("logger"))
+    check_figures(c.get("figures"), members)
     build_tta(c.get("tta") or {"name": "none"}, 1)
     check_loggers(c.get("logger"))
 
@@ -358,7 +356,7 @@ def evaluate(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         c = {**c, "ckpt_path": paths[0]}
     state, run_cfg = _stored_run(c, c["ckpt_path"])
     check_classifier(state, c.get("figures"))
-    check_extras(run_cfg["task"]["name"], None, "evaluating a {} checkpoint")
+    check_task_extras(run_cfg["task"]["name"], "evaluating a {} checkpoint")
     tta_cfg = c.get("tta") or {"name": "none"}
     trainer = _evaluation_trainer(c, run_dir)
     run = build_run(run_cfg, trainer.device, checkpoint=state)

@@ -53,10 +53,6 @@ def first_conv(model: nn.Module) -> nn.Module:
     raise ConfigError(f"{type(model).__name__} has no nn.Conv2d: --what filters needs a convolutional model")
 
 
-def _stages(model: nn.Module) -> list[str]:
-    return [info.module for info in getattr(model, "feature_info", ())]
-
-
 def _unit(t: torch.Tensor) -> torch.Tensor:
     """``t`` scaled to 0..1 (a constant tensor: 0.5)."""
     lo, hi = float(t.min()), float(t.max())
@@ -425,7 +421,7 @@ def _check(what: str, opts: Options) -> None:
 def visualize(ckpt: str | Path, what: str, out: str | Path, opts: Options = Options(), device: str = "cpu") -> list[Path]:
     """Write ``what``'s files under ``out`` and return their paths. Every input is checked before anything is
     written."""
-    from zoo.explain import default_cam_layer, module_named, resolve_target
+    from zoo.explain import default_cam_layer, feature_stages, module_named, resolve_target
     from zoo.trained import load_image
     from zoo.trained import load_classifier
 
@@ -450,7 +446,7 @@ def visualize(ckpt: str | Path, what: str, out: str | Path, opts: Options = Opti
     if what == "filters":
         first_conv(model)
     elif what in ("activations", "dream"):
-        stages = list(opts.layers) or _stages(model)
+        stages = list(opts.layers) or feature_stages(model)
         if not stages:
             raise ConfigError(f"{type(model).__name__} declares no feature_info stages; pass --layer <module name>")
         for s in stages:

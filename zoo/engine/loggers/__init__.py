@@ -26,10 +26,15 @@ __all__ = ["LOGGERS", "STATUSES", "Logger", "LoggerCollection", "build_loggers",
 
 
 def check_loggers(cfg: Mapping[str, Any] | None) -> None:
-    """The names, options and option types of a ``logger`` config, without building anything."""
+    """The names, options and option types of a ``logger`` config, and the extras its backends need
+    (:mod:`zoo.extras`), without building anything."""
+    from zoo.extras import require
+
     for name, options in (cfg or {}).items():
         if isinstance(options, Mapping) and "_target_" not in options:
-            check_entry(LOGGERS, "logger", str(name), options, {"run_dir": None})
+            backend = check_entry(LOGGERS, "logger", str(name), options, {"run_dir": None})
+            for extra in getattr(backend, "extras", ()):
+                require(extra, f"logger={name}")
 
 
 def build_loggers(cfg: Mapping[str, Any] | None, run_dir: Path) -> LoggerCollection:

@@ -27,6 +27,9 @@ class Logger:
     its loggers have drawn it).
     """
 
+    #: the optional extras (:mod:`zoo.extras`) the backend needs, checked before a run starts
+    extras: tuple[str, ...] = ()
+
     def log_config(self, config: dict[str, Any]) -> None:
         """The whole resolved run config (nested)."""
 

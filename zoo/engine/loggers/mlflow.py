@@ -61,6 +61,8 @@ class MLflowLogger(Logger):
     named after the run directory unless ``run_name``. The tracking store is ``tracking_uri``, by
     default a local ``file:`` store in ``<run_dir>/mlruns`` (``mlflow ui --backend-store-uri <it>``)."""
 
+    extras = ("mlflow",)
+
     def __init__(self, run_dir: str | Path, tracking_uri: str | None = None, experiment_name: str = "zoo",
                  run_name: str | None = None, log_images: bool = True) -> None:
         try:
