@@ -81,6 +81,8 @@ def test_class_model_ascent_raises_the_target_score(digits: dict[str, Any], tmp_
     (["--what", "activations"], "needs --image"),
     (["--what", "activations", "--image", "missing.png"], "image file not found"),
     (["--what", "activations", "--image", "IMAGE", "--layer", "nope"], "--layer 'nope'"),
+    (["--what", "filters", "--octaves", "5"], "--octaves does not apply to --what filters; it is for --what dream"),
+    (["--what", "tsne", "--image", "IMAGE"], "--image does not apply to --what tsne"),
 ])
 def test_bad_input_is_one_error_line(digits: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      args: list[str], message: str) -> None:
@@ -187,6 +189,7 @@ def test_style_transfer_with_torchvision_vgg19_from_the_cache(torch_home: Path, 
     ("torchvision:resnet18", ["--image", "A", "--style", "B"], "names resnet18 weights"),
     ("vgg", ["--image", "A"], "needs --image CONTENT (one file) and --style"),
     ("vgg", ["--image", "A", "--style", "missing.png"], "image file not found: missing.png"),
+    ("vgg", ["--image", "A", "--style", "B", "--size", "64"], "--size applies to torchvision:<weights>"),
 ])
 def test_style_bad_input_is_one_error_line(vgg_digits: Path, digits: dict[str, Any], torch_home: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str], which: str, args: list[str],
@@ -228,6 +231,7 @@ def test_evaluate_draws_the_figures_into_the_run_and_tensorboard(digits: dict[st
     (["figures.visualize=[style]"], "needs a content and a style image"),
     (["figures.explain=[gradcam]"], "figures.explain needs image files"),
     (["figures.visualize=[activations]", "figures.images=[missing.png]"], "image file not found: missing.png"),
+    (["figures.visualize=[filters]", "figures.images=[a.png]"], "neither asks for them"),
 ])
 def test_evaluate_figures_bad_input_is_refused_before_the_run(digits: dict[str, Any], tmp_path: Path,
                                                               overrides: list[str], message: str) -> None:

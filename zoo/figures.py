@@ -28,7 +28,7 @@ def check_figures(cfg: dict[str, Any] | None, ckpt_count: int) -> None:
     """One ``error:`` line for a name ``visualize`` / ``explain`` does not know, a missing image file, a figure
     that needs images without any, or figures asked of an ensemble."""
     from zoo.explain import captum_attr, parse_methods
-    from zoo.visualize import check_what
+    from zoo.visualize import OPTION_USES, check_what
 
     cfg = cfg or {}
     if not requested(cfg):
@@ -49,6 +49,9 @@ def check_figures(cfg: dict[str, Any] | None, ckpt_count: int) -> None:
         captum_attr()
         if not images:
             raise ConfigError("figures.explain needs image files: figures.images=[a.png,b.png]")
+    if images and not cfg.get("explain") and not any(str(w) in OPTION_USES["images"] for w in cfg.get("visualize") or []):
+        raise ConfigError("figures.images are for figures.visualize=[activations|dream] and figures.explain, and "
+                          "neither asks for them; drop figures.images or add one of those")
     for path in images:
         if not Path(path).is_file():
             raise DataNotFoundError(f"figures.images: image file not found: {path}")
@@ -74,13 +77,13 @@ def log_png(logger: Any, path: Path, step: int = 0) -> None:
 def write_figures(ckpt: str | Path, cfg: dict[str, Any], split: str, out: Path, logger: Any, device: str = "cpu") -> list[Path]:
     """Every figure ``cfg`` asks for under ``out``, each PNG logged by ``logger``; their paths."""
     from zoo.explain import explain_files
-    from zoo.visualize import Options, visualize
+    from zoo.visualize import OPTION_USES, Options, visualize
 
     images = tuple(str(p) for p in cfg.get("images") or [])
     written: list[Path] = []
-    opts = Options(images=images, split=split)
-    for what in cfg.get("visualize") or []:
-        written += visualize(ckpt, str(what), out, opts, device)
+    for what in map(str, cfg.get("visualize") or []):  # each with the settings that apply to it
+        opts = Options(images=images if what in OPTION_USES["images"] else (), split=split if what == "tsne" else "val")
+        written += visualize(ckpt, what, out, opts, device)
     if cfg.get("explain"):
         written += explain_files(ckpt, images, [str(m) for m in cfg["explain"]], out, device=device)
     for path in written:

@@ -23,7 +23,7 @@ On the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -400,7 +400,22 @@ class Options:
         return (steps if self.steps is None else self.steps), (lr if self.lr is None else self.lr)
 
 
+#: the ``--what`` values each option applies to; given to any other, it is refused rather than ignored
+OPTION_USES: dict[str, tuple[str, ...]] = {
+    "images": ("activations", "dream", "style"), "layers": ("activations", "dream"), "split": ("tsne",),
+    "max_points": ("tsne",), "targets": ("class_model",), "steps": ("class_model", "dream", "style"),
+    "lr": ("class_model", "dream", "style"), "l2": ("class_model",), "octaves": ("dream",), "octave_scale": ("dream",),
+    "style": ("style",), "size": ("style",), "style_weight": ("style",), "seed": ("tsne", "dream"),
+}
+_FLAGS = {"images": "--image", "layers": "--layer", "targets": "--target"}
+
+
 def _check(what: str, opts: Options) -> None:
+    for option in fields(Options):
+        uses = OPTION_USES[option.name]
+        if what not in uses and getattr(opts, option.name) != option.default:
+            flag = _FLAGS.get(option.name, "--" + option.name.replace("_", "-"))
+            raise ConfigError(f"{flag} does not apply to --what {what}; it is for --what {' or '.join(uses)}")
     steps, lr = opts.step_size(what)
     if opts.split not in ("train", "val", "test"):
         raise ConfigError(f"unknown --split {opts.split!r}; use train, val or test")
@@ -430,7 +445,11 @@ def visualize(ckpt: str | Path, what: str, out: str | Path, opts: Options = Opti
     steps, lr = opts.step_size(what)
     out = Path(out)
     if what == "style":
-        from zoo.style import write_style
+        from zoo.style import TORCHVISION, write_style
+
+        if not str(ckpt).startswith(TORCHVISION) and opts.size != Options.size:
+            raise ConfigError("--size applies to torchvision:<weights>; a zoo checkpoint's images take the size it "
+                              "was trained at")
 
         return write_style(ckpt, opts.images[0], str(opts.style), out, steps, lr, opts.size, 1.0, opts.style_weight, device)
     model, state = load_classifier(ckpt, "visualize CKPT", hint="pass <run>/checkpoints/best.pt of a classification run")
