@@ -52,10 +52,14 @@ def test_local_window_covering_the_image_equals_all_pairs() -> None:
     assert torch.allclose(local(logits, image), dense(logits, image), atol=1e-4)
 
 
-def test_gradients_flow_through_the_trainable_crf_layer() -> None:
+@pytest.mark.parametrize("method", ["lattice", "window", "exact"])
+def test_gradients_flow_through_the_trainable_crf_layer(method: str) -> None:
+    """To the unaries, the kernel weights and the compatibility, whichever message passing (the lattice's own
+    backward included)."""
     logits, image = _example(3)
     logits.requires_grad_(True)
-    crf = DenseCRF(4, w1=1.0, w2=1.0, theta_alpha=3.0, theta_beta=30.0, trainable=True, learn_compatibility=True)
+    crf = DenseCRF(4, w1=1.0, w2=1.0, theta_alpha=3.0, theta_beta=30.0, trainable=True, learn_compatibility=True,
+                   method=method)
     target = torch.randint(0, 4, (2, 12, 10), generator=torch.Generator().manual_seed(0))
     F.nll_loss(crf(logits, image), target).backward()
     for grad in (logits.grad, crf.log_weights.grad, crf.compatibility.grad):
