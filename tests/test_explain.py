@@ -132,6 +132,9 @@ def test_cli_refuses_bad_input_with_one_line(digits: dict[str, Any], capsys: pyt
     one_error(capsys, ["explain", ckpt, image, "--target", "10", *out], "out of range")
     one_error(capsys, ["explain", ckpt, image, "--method", "gradcam", "--layer", "c9", *out], "is not a module")
     one_error(capsys, ["explain", ckpt, image, "--method", "occlusion", "--window", "40", *out], "--window must be in 1..32")
+    one_error(capsys, ["explain", ckpt, image, "--method", "saliency", "--window", "4", *out],
+              "--window is for --method occlusion, which is not asked for")
+    one_error(capsys, ["explain", ckpt, image, "--steps", "10", *out], "--steps is for --method integrated_gradients")
     monkeypatch.setitem(sys.modules, "captum", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "captum.attr", raising=False)
     one_error(capsys, ["explain", ckpt, image, *out], "pip install -e '.[viz]'")

@@ -66,6 +66,14 @@ class Options:
     steps: int = 50  # integrated_gradients: points on the path
     black: torch.Tensor | None = None  # integrated_gradients: the baseline, black in the model's normalisation
 
+    #: the method each option is for: given without it, it is refused rather than ignored
+    USES = {"layer": "gradcam", "window": "occlusion", "stride": "occlusion", "steps": "integrated_gradients"}
+
+    def check(self, methods: Sequence[str]) -> None:
+        for option, method in self.USES.items():
+            if method not in methods and getattr(self, option) != getattr(Options, option):
+                raise ConfigError(f"--{option} is for --method {method}, which is not asked for")
+
 
 @dataclass
 class Attribution:
@@ -240,6 +248,7 @@ def explain_files(ckpt: str | Path, images: Sequence[str | Path], methods: Seque
     mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1).to(device)
     std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1).to(device)
     opts = opts or Options()
+    opts.check(methods)
     if opts.layer is not None:
         module_named(model, opts.layer)  # an unknown --layer, before anything is written
     if "occlusion" in methods:
