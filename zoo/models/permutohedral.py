@@ -29,11 +29,11 @@ class PermutohedralLattice:
     smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels
     reach them."""
 
-    def __init__(self, features: torch.Tensor, smooth: bool = False) -> None:
+    def __init__(self, features: torch.Tensor, smooth: bool = False, reorder: bool | None = None) -> None:
         with torch.no_grad():
-            self._build(features.detach().float(), smooth)
+            self._build(features.detach().float(), smooth, not smooth if reorder is None else reorder)
 
-    def _build(self, features: torch.Tensor, smooth: bool) -> None:
+    def _build(self, features: torch.Tensor, smooth: bool, reorder: bool) -> None:
         b, n, d = features.shape
         device, p = features.device, b * n
         self.alpha = 1.0 / (1.0 + 2.0**-d)  # densecrf's "magic scaling constant"
@@ -50,10 +50,15 @@ class PermutohedralLattice:
         up_pt, down_pt = torch.ceil(v) * (d + 1), torch.floor(v) * (d + 1)
         rem0 = torch.where(up_pt - elevated < elevated - down_pt, up_pt, down_pt)
         total = (rem0.sum(1) * down).round().long()
-        # rank: the position of each coordinate of elevated - rem0 in descending order, ties by index
-        by_size = (rem0 - elevated).argsort(dim=1, stable=True)
-        rank = torch.empty_like(by_size).scatter_(1, by_size, torch.arange(d + 1, device=device).expand(p, d + 1))
-        rank += total[:, None]
+        # rank: the position of each coordinate of elevated - rem0 in descending order, ties to the later
+        # coordinate, counted pair by pair as densecrf does (cheaper than a sort of d + 1 values per pixel)
+        excess = elevated - rem0
+        rank = total[:, None].repeat(1, d + 1)
+        for one in range(d + 1):
+            for other in range(one + 1, d + 1):
+                smaller = (excess[:, one] < excess[:, other]).long()
+                rank[:, one] += smaller
+                rank[:, other] += 1 - smaller
         rem0 = rem0.long() + (d + 1) * ((rank < 0).long() - (rank > d).long())
         rank = rank.remainder(d + 1)
         # barycentric weights (p. 10)
@@ -93,65 +98,92 @@ class PermutohedralLattice:
             ids = torch.empty_like(first_touch).scatter_(0, first_touch.argsort(), ids)
             rank_of = ids.argsort()
         vertex_of = torch.empty_like(by_code).scatter_(0, by_code, ids[first.long().cumsum(0) - 1]).view(p, d + 1)
-        # slice (P x M): each pixel's d + 1 vertices, columns ascending; splat (M x P): each vertex's pixels, ascending
-        vertex_of, within = vertex_of.sort(1)
-        weights = bary[:, : d + 1].gather(1, within).flatten()
-        vertex_of = vertex_of.flatten()
-        slice_crow = torch.arange(0, p * (d + 1) + 1, d + 1, device=device)
-        self.slice = _sparse(slice_crow, vertex_of, self.alpha * weights, (p, m))
-        by_vertex = vertex_of.argsort(stable=True)
-        splat_crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-        splat_crow[1:] = torch.bincount(vertex_of, minlength=m).cumsum(0)
-        self.splat = _sparse(splat_crow, by_vertex.div(d + 1, rounding_mode="floor"), weights[by_vertex], (m, p))
+        # the products run over the pixels in the order of their first vertex (``order``; ``None``: as given),
+        # so that the pixels a vertex gathers lie together in memory, and so do the vertices a pixel reads;
+        # ``restore``: each pixel's place in that order
+        self.order = self.restore = None
+        self._work: dict[tuple[str, torch.dtype, int], torch.Tensor] = {}
+        place = torch.arange(p, device=device)
+        if reorder:
+            self.order = vertex_of.amin(1).argsort(stable=True)
+            self.restore = place = torch.empty_like(self.order).scatter_(0, self.order, place)
+        # slice (P x M): each pixel's d + 1 vertices; splat (M x P): each vertex's pixels, from the entries
+        # grouped by vertex (the code sort's own order, when vertices are numbered by code)
+        weights = bary[:, : d + 1]
+        by_pixel = (vertex_of, weights) if self.order is None else (vertex_of[self.order], weights[self.order])
+        self.slice = _sparse(torch.arange(0, p * (d + 1) + 1, d + 1, device=device), by_pixel[0].flatten(),
+                             self.alpha * by_pixel[1].flatten(), (p, m))
+        entries = vertex_of.flatten().argsort(stable=True) if smooth else by_code
+        self.splat = _sparse(_row_starts(torch.bincount(vertex_of.flatten(), minlength=m)),
+                             place[entries.div(d + 1, rounding_mode="floor")], weights.flatten()[entries], (m, p))
         # the blur along direction j: 1 at the vertex, 1/2 at its two neighbours (every coordinate - 1 and
         # coordinate j + d, or the reverse; j = d: the implicit last coordinate), where they exist
         self.blurs = []
-        half = torch.tensor([0.5, 1.0, 0.5], device=device).expand(m, 3)
-        for step in [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]:
-            above = _find(lattice, lattice + abs(step))  # by code rank; the neighbour with the higher code
-            below = torch.full_like(above, -1)
-            found = above >= 0
-            below[above[found]] = found.nonzero().squeeze(1)
-            cols = torch.stack([below, torch.arange(m, device=device), above], 1)  # ascending in code order
-            cols = torch.where(cols >= 0, cols, m)  # missing: m
-            vals = half
-            if smooth:  # rows by vertex number, columns renumbered and sorted again
+        steps = [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]
+        number = torch.arange(m, device=device)
+        for above in _find(lattice, lattice + torch.tensor(steps, device=device).abs()[:, None]):  # by code rank
+            has = above >= 0
+            above = torch.where(has, above, m)  # missing: m
+            below = torch.full((m + 1,), m, device=device).scatter_(0, above, number)[:m]
+            cols = torch.stack([below, number, above], 1)
+            if smooth:  # rows by vertex number, columns renumbered
                 cols = torch.where(cols < m, ids[cols.clamp(max=m - 1)], m)[rank_of]
-                cols, within = cols.sort(1)
-                vals = half.gather(1, within)
-            cols, vals = cols.flatten(), vals.flatten()
-            keep = (cols < m).nonzero().squeeze(1)
-            crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-            crow[1:] = (cols < m).view(m, 3).sum(1).cumsum(0)
-            self.blurs.append(_sparse(crow, cols[keep], vals[keep], (m, m)))
+            self.blurs.append(_rows(cols, torch.where(cols == cols[:, 1:2], 1.0, 0.5), m))
         self.size = m
 
-    def _apply(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
-               weight: float = 1.0) -> torch.Tensor:
-        """``slice B_d .. B_0 splat values`` (``reverse``: ``B_0 .. B_d``, the transpose); with ``out``,
-        ``out + weight`` times it, written into ``out``. On the CPU each product goes into a preallocated
-        buffer (``addmm`` with ``beta=0``: no zero fill, no copy)."""
+    def _product(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``slice B_d .. B_0 splat values`` over the pixels in :attr:`order` (``reverse``: ``B_0 .. B_d``,
+        the transpose), into ``out`` if given. On the CPU the products go into buffers kept between calls
+        (``addmm`` with ``beta=0``: no zero fill, no fresh pages)."""
         dtype, c = values.dtype, values.shape[1]
         blurs = [blur.to(dtype) for blur in (reversed(self.blurs) if reverse else self.blurs)]
         if values.device.type != "cpu":
             grid = self.splat.to(dtype) @ values
             for blur in blurs:
                 grid = blur @ grid
-            result = self.slice.to(dtype) @ grid
-            return result if out is None else out.add_(result, alpha=weight)
-        grid, spare = values.new_empty(self.size, c), values.new_empty(self.size, c)
+            return self.slice.to(dtype) @ grid
+        grid, spare = self._buffers(values, "grid", "spare")
         torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
         for blur in blurs:
             torch.addmm(spare, blur, grid, beta=0, out=spare)
             grid, spare = spare, grid
+        out = values.new_empty(values.shape) if out is None else out
+        return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+
+    def _buffers(self, values: torch.Tensor, *names: str) -> list[torch.Tensor]:
+        """Work buffers shaped for ``values`` (``grid``, ``spare``: the lattice's; others: the pixels')."""
+        rows = {"grid": self.size, "spare": self.size}
+        out = []
+        for name in names:
+            key = (name, values.dtype, values.shape[1])
+            if key not in self._work:
+                self._work[key] = values.new_empty(rows.get(name, values.shape[0]), values.shape[1])
+            out.append(self._work[key])
+        return out
+
+    def _apply(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
+               weight: float = 1.0) -> torch.Tensor:
+        """The filter of ``values`` in their own pixel order; with ``out``, ``out + weight`` times it,
+        written into ``out``. Reordered pixels go in by one gather and come back by another."""
+        if self.order is None:
+            if out is None:
+                return self._product(values, reverse)
+            if values.device.type != "cpu":
+                return out.add_(self._product(values, reverse), alpha=weight)
+            return out.add_(self._product(values, reverse, *self._buffers(values, "result")), alpha=weight)
+        if values.device.type != "cpu":
+            result = self._product(values.index_select(0, self.order), reverse)
+            result = result.index_select(0, self.restore)
+            return result if out is None else out.add_(result, alpha=weight)
+        moved, result = self._buffers(values, "moved", "result")
+        self._product(torch.index_select(values, 0, self.order, out=moved), reverse, result)
         if out is None:
-            out = values.new_empty(values.shape)
-            return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
-        return torch.addmm(out, self.slice.to(dtype), grid, alpha=weight, out=out)
+            return result.index_select(0, self.restore)
+        return out.add_(torch.index_select(result, 0, self.restore, out=moved), alpha=weight)
 
     def normalise_symmetric(self) -> None:
         """Turn the filter ``K`` into ``D^-1/2 K D^-1/2`` with ``D = diag(K 1)`` (densecrf's NORMALIZE_SYMMETRIC)."""
-        norm = (self._apply(torch.ones(self.slice.shape[0], 1, device=self.slice.device)) + 1e-20).rsqrt().flatten()
+        norm = (self._product(torch.ones(self.slice.shape[0], 1, device=self.slice.device)) + 1e-20).rsqrt().flatten()
         self.slice = _scale(self.slice, rows=norm)
         self.splat = _scale(self.splat, cols=norm)
 
@@ -185,11 +217,26 @@ def _find(sorted_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return torch.where(sorted_codes[at] == codes, at, -1)
 
 
+def _rows(cols: torch.Tensor, values: torch.Tensor, m: int) -> torch.Tensor:
+    """The ``(m, m)`` CSR matrix of rows ``cols`` ``(m, k)`` with ``values``; a column ``m`` is no entry."""
+    present = cols < m
+    crow = _row_starts(present.sum(1))
+    nnz = int(crow[-1])
+    at = torch.where(present, crow[:-1, None] + present.cumsum(1) - 1, nnz).flatten()  # entry ``nnz``: discarded
+    kept_cols = cols.new_empty(nnz + 1).scatter_(0, at, cols.flatten())[:nnz]
+    return _sparse(crow, kept_cols, values.new_empty(nnz + 1).scatter_(0, at, values.flatten())[:nnz], (m, m))
+
+
+def _row_starts(counts: torch.Tensor) -> torch.Tensor:
+    """CSR row pointers from the number of entries of each row."""
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
 def _scale(matrix: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
     """``diag(rows) matrix diag(cols)`` of a CSR matrix."""
     crow, col, values = matrix.crow_indices(), matrix.col_indices(), matrix.values()
     if rows is not None:
-        values = values * rows.repeat_interleave(crow.diff())
+        values = values * rows.repeat_interleave(crow.diff().long())
     if cols is not None:
         values = values * cols[col]
     return _sparse(crow, col, values, matrix.shape)
@@ -198,4 +245,5 @@ def _scale(matrix: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.T
 def _sparse(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     with warnings.catch_warnings():  # "sparse CSR support is in beta": products with dense matrices are all we use
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+        index = torch.int32 if max(shape + (values.numel(),)) < 2**31 else torch.int64  # int32: half the index bytes
+        return torch.sparse_csr_tensor(crow.to(index), cols.to(index), values, shape, check_invariants=False)
