@@ -97,7 +97,8 @@ class PermutohedralLattice:
             first_touch = by_code[first]  # the stable sort puts a vertex's earliest entry first
             ids = torch.empty_like(first_touch).scatter_(0, first_touch.argsort(), ids)
             rank_of = ids.argsort()
-        vertex_of = torch.empty_like(by_code).scatter_(0, by_code, ids[first.long().cumsum(0) - 1]).view(p, d + 1)
+        vertex = first.long().cumsum(0) - 1  # of each sorted entry, by code rank
+        vertex_of = torch.empty_like(by_code).scatter_(0, by_code, ids[vertex] if smooth else vertex).view(p, d + 1)
         # the products run over the pixels in the order of their first vertex (``order``; ``None``: as given),
         # so that the pixels a vertex gathers lie together in memory, and so do the vertices a pixel reads;
         # ``restore``: each pixel's place in that order
@@ -105,30 +106,29 @@ class PermutohedralLattice:
         self._work: dict[tuple[str, torch.dtype, int], torch.Tensor] = {}
         place = torch.arange(p, device=device)
         if reorder:
-            self.order = vertex_of.amin(1).argsort(stable=True)
+            self.order = vertex_of.min(1).values.argsort(stable=True)  # (amin is slower)
             self.restore = place = torch.empty_like(self.order).scatter_(0, self.order, place)
         # slice (P x M): each pixel's d + 1 vertices; splat (M x P): each vertex's pixels, from the entries
         # grouped by vertex (the code sort's own order, when vertices are numbered by code)
-        weights = bary[:, : d + 1]
-        by_pixel = (vertex_of, weights) if self.order is None else (vertex_of[self.order], weights[self.order])
+        weights = bary[:, : d + 1].contiguous()
+        by_pixel = [vertex_of, weights] if self.order is None else [t.index_select(0, self.order) for t in (vertex_of, weights)]
         self.slice = _sparse(torch.arange(0, p * (d + 1) + 1, d + 1, device=device), by_pixel[0].flatten(),
                              self.alpha * by_pixel[1].flatten(), (p, m))
         entries = vertex_of.flatten().argsort(stable=True) if smooth else by_code
         self.splat = _sparse(_row_starts(torch.bincount(vertex_of.flatten(), minlength=m)),
-                             place[entries.div(d + 1, rounding_mode="floor")], weights.flatten()[entries], (m, p))
+                             place.index_select(0, entries.div(d + 1, rounding_mode="floor")),
+                             weights.flatten().index_select(0, entries), (m, p))
         # the blur along direction j: 1 at the vertex, 1/2 at its two neighbours (every coordinate - 1 and
         # coordinate j + d, or the reverse; j = d: the implicit last coordinate), where they exist
         self.blurs = []
         steps = [-sum(strides) + (d + 1) * strides[j] for j in range(d)] + [-sum(strides)]
         number = torch.arange(m, device=device)
         for above in _find(lattice, lattice + torch.tensor(steps, device=device).abs()[:, None]):  # by code rank
-            has = above >= 0
-            above = torch.where(has, above, m)  # missing: m
+            above = torch.where(above >= 0, above, m)  # missing: m
             below = torch.full((m + 1,), m, device=device).scatter_(0, above, number)[:m]
-            cols = torch.stack([below, number, above], 1)
             if smooth:  # rows by vertex number, columns renumbered
-                cols = torch.where(cols < m, ids[cols.clamp(max=m - 1)], m)[rank_of]
-            self.blurs.append(_rows(cols, torch.where(cols == cols[:, 1:2], 1.0, 0.5), m))
+                below, above = (torch.where(n < m, ids[n.clamp(max=m - 1)], m)[rank_of] for n in (below, above))
+            self.blurs.append(_blur(below, above))
         self.size = m
 
     def _product(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,14 +217,20 @@ def _find(sorted_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return torch.where(sorted_codes[at] == codes, at, -1)
 
 
-def _rows(cols: torch.Tensor, values: torch.Tensor, m: int) -> torch.Tensor:
-    """The ``(m, m)`` CSR matrix of rows ``cols`` ``(m, k)`` with ``values``; a column ``m`` is no entry."""
-    present = cols < m
-    crow = _row_starts(present.sum(1))
+def _blur(below: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+    """The ``(m, m)`` CSR matrix with 1 at ``(i, i)`` and 1/2 at ``(i, below_i)`` and ``(i, above_i)``, where
+    these are not ``m`` (no neighbour); a row's columns in that order (the products do not need them sorted)."""
+    m = below.numel()
+    has_below, has_above = below < m, above < m
+    crow = _row_starts(1 + has_below.long() + has_above.long())
     nnz = int(crow[-1])
-    at = torch.where(present, crow[:-1, None] + present.cumsum(1) - 1, nnz).flatten()  # entry ``nnz``: discarded
-    kept_cols = cols.new_empty(nnz + 1).scatter_(0, at, cols.flatten())[:nnz]
-    return _sparse(crow, kept_cols, values.new_empty(nnz + 1).scatter_(0, at, values.flatten())[:nnz], (m, m))
+    start = crow[:-1]
+    middle = start + has_below
+    cols = below.new_empty(nnz + 1)  # entry ``nnz``: where the missing neighbours go, then dropped
+    cols.scatter_(0, torch.where(has_below, start, nnz), below).scatter_(0, torch.where(has_above, middle + 1, nnz), above)
+    cols.scatter_(0, middle, torch.arange(m, device=below.device))
+    values = torch.full((nnz + 1,), 0.5, device=below.device).index_fill_(0, middle, 1.0)
+    return _sparse(crow, cols[:nnz], values[:nnz], (m, m))
 
 
 def _row_starts(counts: torch.Tensor) -> torch.Tensor:
