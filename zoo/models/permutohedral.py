@@ -27,7 +27,8 @@ class PermutohedralLattice:
     applied to any number of value tensors ``(B N, C)`` with :meth:`filter`. Images of a batch share one
     lattice whose keys carry the image index, so they never mix. ``smooth`` (for features that vary
     smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels
-    reach them."""
+    reach them; ``reorder`` (default: unless ``smooth``) runs the products over the pixels sorted by their
+    first vertex. On the CPU a lattice keeps its work buffers between calls: one thread at a time."""
 
     def __init__(self, features: torch.Tensor, smooth: bool = False, reorder: bool | None = None) -> None:
         with torch.no_grad():
@@ -131,24 +132,30 @@ class PermutohedralLattice:
             self.blurs.append(_blur(below, above))
         self.size = m
 
-    def _product(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _product(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
+                 weight: float | None = None) -> torch.Tensor:
         """``slice B_d .. B_0 splat values`` over the pixels in :attr:`order` (``reverse``: ``B_0 .. B_d``,
-        the transpose), into ``out`` if given. On the CPU the products go into buffers kept between calls
-        (``addmm`` with ``beta=0``: no zero fill, no fresh pages)."""
-        dtype, c = values.dtype, values.shape[1]
+        the transpose), written into ``out`` if given (``weight``: ``out + weight`` times it). On the CPU the
+        products go into buffers kept between calls (``addmm`` with ``beta=0``: no zero fill, no fresh pages)."""
+        dtype = values.dtype
         blurs = [blur.to(dtype) for blur in (reversed(self.blurs) if reverse else self.blurs)]
         if values.device.type != "cpu":
             grid = self.splat.to(dtype) @ values
             for blur in blurs:
                 grid = blur @ grid
-            return self.slice.to(dtype) @ grid
+            result = self.slice.to(dtype) @ grid
+            if out is None:
+                return result
+            return out.copy_(result) if weight is None else out.add_(result, alpha=weight)
         grid, spare = self._buffers(values, "grid", "spare")
         torch.addmm(grid, self.splat.to(dtype), values, beta=0, out=grid)
         for blur in blurs:
             torch.addmm(spare, blur, grid, beta=0, out=spare)
             grid, spare = spare, grid
         out = values.new_empty(values.shape) if out is None else out
-        return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+        if weight is None:
+            return torch.addmm(out, self.slice.to(dtype), grid, beta=0, out=out)
+        return torch.addmm(out, self.slice.to(dtype), grid, alpha=weight, out=out)
 
     def _buffers(self, values: torch.Tensor, *names: str) -> list[torch.Tensor]:
         """Work buffers shaped for ``values`` (``grid``, ``spare``: the lattice's; others: the pixels')."""
@@ -166,17 +173,10 @@ class PermutohedralLattice:
         """The filter of ``values`` in their own pixel order; with ``out``, ``out + weight`` times it,
         written into ``out``. Reordered pixels go in by one gather and come back by another."""
         if self.order is None:
-            if out is None:
-                return self._product(values, reverse)
-            if values.device.type != "cpu":
-                return out.add_(self._product(values, reverse), alpha=weight)
-            return out.add_(self._product(values, reverse, *self._buffers(values, "result")), alpha=weight)
-        if values.device.type != "cpu":
-            result = self._product(values.index_select(0, self.order), reverse)
-            result = result.index_select(0, self.restore)
-            return result if out is None else out.add_(result, alpha=weight)
-        moved, result = self._buffers(values, "moved", "result")
-        self._product(torch.index_select(values, 0, self.order, out=moved), reverse, result)
+            return self._product(values, reverse, out, None if out is None else weight)
+        cpu = values.device.type == "cpu"
+        moved, result = self._buffers(values, "moved", "result") if cpu else (None, None)
+        result = self._product(torch.index_select(values, 0, self.order, out=moved), reverse, result)
         if out is None:
             return result.index_select(0, self.restore)
         return out.add_(torch.index_select(result, 0, self.restore, out=moved), alpha=weight)
