@@ -37,7 +37,6 @@ learned through the unrolled iterations, as in CRF-as-RNN (Zheng et al., ICCV 20
 from __future__ import annotations
 
 import functools
-import threading
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +107,9 @@ class LatticeFilter(Filter):
 
 
 @functools.lru_cache(maxsize=4)
-def position_lattice(batch: int, height: int, width: int, theta: float, device: torch.device,
-                     thread: int | None = None) -> LatticeFilter:
+def position_lattice(batch: int, height: int, width: int, theta: float, device: torch.device) -> LatticeFilter:
     """The lattice of the smoothness kernel, whose features are the positions only: one per image size
-    (the last few kept) and ``thread`` (the caller's: a lattice's work buffers are its own)."""
+    (the last few kept)."""
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     return LatticeFilter(torch.stack([xs, ys], -1).float().expand(batch, height, width, 2) / theta, smooth=True)
 
@@ -243,8 +241,7 @@ class DenseCRF(nn.Module):
             if self.trainable or float(self.fixed_weights[k]) > 0:
                 if self.method == "lattice":
                     out.append((k, LatticeFilter(features) if k == 0 else
-                                position_lattice(*features.shape[:3], self.theta_gamma, features.device,
-                                                 threading.get_ident())))
+                                position_lattice(*features.shape[:3], self.theta_gamma, features.device)))
                 elif self.method == "window":
                     out.append((k, WindowFilter(features, self.window)))  # type: ignore[arg-type]
                 else:

@@ -15,11 +15,16 @@ weights, blur order and ``alpha`` constant, so that both filter alike.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
+import numpy as np
 import torch
 
 from zoo.errors import ConfigError
+
+
+_POOL = threading.local()  # CPU work buffers (see PermutohedralLattice._buffers), one set per thread
 
 
 class PermutohedralLattice:
@@ -28,7 +33,7 @@ class PermutohedralLattice:
     lattice whose keys carry the image index, so they never mix. ``smooth`` (for features that vary
     smoothly along the pixels, as the positions alone) numbers the vertices in the order the pixels
     reach them; ``reorder`` (default: unless ``smooth``) runs the products over the pixels sorted by their
-    first vertex. On the CPU a lattice keeps its work buffers between calls: one thread at a time."""
+    first vertex."""
 
     def __init__(self, features: torch.Tensor, smooth: bool = False, reorder: bool | None = None) -> None:
         with torch.no_grad():
@@ -104,7 +109,6 @@ class PermutohedralLattice:
         # so that the pixels a vertex gathers lie together in memory, and so do the vertices a pixel reads;
         # ``restore``: each pixel's place in that order
         self.order = self.restore = None
-        self._work: dict[tuple[str, torch.dtype, int], torch.Tensor] = {}
         place = torch.arange(p, device=device)
         if reorder:
             self.order = vertex_of.min(1).values.argsort(stable=True)  # (amin is slower)
@@ -158,14 +162,17 @@ class PermutohedralLattice:
         return torch.addmm(out, self.slice.to(dtype), grid, alpha=weight, out=out)
 
     def _buffers(self, values: torch.Tensor, *names: str) -> list[torch.Tensor]:
-        """Work buffers shaped for ``values`` (``grid``, ``spare``: the lattice's; others: the pixels')."""
-        rows = {"grid": self.size, "spare": self.size}
+        """Work buffers shaped for ``values`` (``grid``, ``spare``: the lattice's rows; others: the pixels'),
+        views of this thread's :data:`_POOL`, which keeps the largest of each seen so far: products of later
+        lattices reuse the memory instead of faulting in fresh pages."""
+        pool = _POOL.__dict__
         out = []
         for name in names:
-            key = (name, values.dtype, values.shape[1])
-            if key not in self._work:
-                self._work[key] = values.new_empty(rows.get(name, values.shape[0]), values.shape[1])
-            out.append(self._work[key])
+            rows = self.size if name in ("grid", "spare") else values.shape[0]
+            need, key = rows * values.shape[1], (name, values.dtype)
+            if key not in pool or pool[key].numel() < need:
+                pool[key] = values.new_empty(need)
+            out.append(pool[key][:need].view(rows, values.shape[1]))
         return out
 
     def _apply(self, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None,
@@ -212,8 +219,13 @@ class _Filter(torch.autograd.Function):
 
 
 def _find(sorted_codes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """The index of each of ``codes`` in ``sorted_codes``, -1 where it is missing."""
-    at = torch.searchsorted(sorted_codes, codes).clamp(max=sorted_codes.numel() - 1)
+    """The index of each of ``codes`` (rows of ascending codes) in ``sorted_codes``, -1 where it is missing.
+    On the CPU numpy's binary search, which starts each search where the previous one ended when the
+    codes ascend (about twice as fast as torch's here)."""
+    if codes.device.type == "cpu":
+        at = torch.from_numpy(np.searchsorted(sorted_codes.numpy(), codes.numpy())).clamp_(max=sorted_codes.numel() - 1)
+    else:
+        at = torch.searchsorted(sorted_codes, codes).clamp(max=sorted_codes.numel() - 1)
     return torch.where(sorted_codes[at] == codes, at, -1)
 
 
