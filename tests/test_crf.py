@@ -96,3 +96,34 @@ def test_fixed_crf_gives_the_same_marginals_with_and_without_autograd() -> None:
     tracked = crf(logits, image)
     tracked.exp()[:, 0].sum().backward()
     assert torch.allclose(fused, tracked, atol=1e-5) and logits.grad.abs().sum() > 0
+
+
+def test_pixel_order_and_smooth_numbering_leave_the_filter_unchanged() -> None:
+    """The products run over reordered pixels (or renumbered vertices): the filter is the same matrix."""
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 300, 4, generator=g) * 1.5
+    values = torch.randn(300, 3, generator=g)
+    results = []
+    for kwargs in ({}, {"reorder": False}, {"smooth": True}, {"smooth": True, "reorder": True}):
+        lattice = PermutohedralLattice(features, **kwargs)
+        lattice.normalise_symmetric()
+        out = torch.full_like(values, 2.0)
+        lattice.accumulate(values, out, 0.5)
+        results += [lattice.filter(values), (out - 2.0) / 0.5]
+    assert PermutohedralLattice(features).order is not None and PermutohedralLattice(features, smooth=True).order is None
+    for result in results[1:]:
+        assert torch.allclose(result, results[0], atol=1e-6)
+
+
+def test_crfs_in_threads_at_once_give_what_they_give_alone() -> None:
+    """Work buffers are per thread: two threads filtering different images at once do not mix them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = [_blocks(40, 56, labels=4, seed=s) for s in range(4)]
+    crf = DenseCRF(4, **SETTINGS[0], iterations=5)
+    with torch.no_grad():
+        alone = [crf(logits, image) for image, logits in inputs]
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(lambda pair: crf(pair[1], pair[0]), inputs * 3))
+    for i, result in enumerate(together):
+        assert torch.equal(result, alone[i % 4])
