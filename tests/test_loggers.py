@@ -301,5 +301,5 @@ def test_mlflow_failed_status_and_own_experiment(tmp_path: Path) -> None:
 def test_mlflow_missing_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("mlflow", "mlflow.tracking"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ConfigError, match=r"logger=mlflow needs mlflow: pip install 'zoo\[mlflow\]'"):
+    with pytest.raises(ConfigError, match=r"^logger=mlflow needs mlflow, which is not installed: pip install -e '\.\[mlflow\]'"):
         build_loggers({"mlflow": {}}, tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch
 from zoo.data import build_datamodule
 from zoo.data.scenes import IGNORE_INDEX, INK, DigitScenes, SceneOptions, describe, digit_scenes, relation
 from zoo.errors import ConfigError
+
+from tests.helpers import make_cfg
 
 
 def small(**kw):
@@ -130,6 +134,24 @@ def test_datamodule_collates_images_and_target_lists():
     assert orders[0] == orders[2] != orders[1] and sorted(orders[0]) == list(range(20))
     with pytest.raises(ConfigError, match=r"^data=digit_scenes does not take data.eval_crop, data.resize_size; drop"):
         build_datamodule({**cfg, "eval_crop": False, "resize_size": 80, "interpolation": None})
+
+
+@pytest.mark.parametrize("data", ["digit_scenes", "digit_scene_captions", "voc", "voc_seg", "coco", "coco_captions",
+                                  "karpathy"])
+def test_datasets_with_their_own_targets_select_no_augmentation(data: str) -> None:
+    """Flips and crops would have to move boxes, masks and caption words: these data configs choose
+    augmentation=none, and an augmentation given anyway is refused, not dropped."""
+    assert dict(make_cfg(Path("unused"), f"data={data}").augmentation) == {"ops": {}}
+    assert make_cfg(Path("unused"), f"data={data}", "augmentation=flip_crop").augmentation.ops
+
+
+def test_an_augmentation_for_samples_with_their_own_targets_is_one_error() -> None:
+    cfg = {"name": "digit_scenes", "train_scenes": 4, "val_scenes": 2, "test_scenes": 2, "batch_size": 2,
+           "eval_batch_size": 2, "num_workers": 0}
+    with pytest.raises(ConfigError, match=r"^augmentation hflip, random_crop does not apply to data=digit_scenes: "
+                                          r"its samples carry their own targets"):
+        build_datamodule(cfg, {"ops": {"hflip": {"p": 0.5}, "random_crop": {"padding": 4}}})
+    assert build_datamodule(cfg, {"ops": {}}).sizes()["train"] == 4
 
 
 def test_scene_options_fit_check():

@@ -1,7 +1,7 @@
 """Attribution maps of a trained classifier: ``python -m zoo explain CKPT IMAGE... --method M --out DIR``.
 
-Which input pixels a class score depends on, by the methods of `Captum <https://captum.ai>`_ (``pip install
-'zoo[viz]'``), each on the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`) and an image
+Which input pixels a class score depends on, by the methods of `Captum <https://captum.ai>`_ (``pip install -e
+'.[viz]'``), each on the model rebuilt from its checkpoint (:func:`zoo.trained.load_classifier`) and an image
 prepared as its training data was (:func:`zoo.trained.load_image`):
 
 - ``saliency``: the gradient's magnitude (Simonyan, Vedaldi & Zisserman 2014);

@@ -455,10 +455,11 @@ class Compose:
         return x
 
 
-def parse_augmentation(cfg: Mapping[str, Any] | None) -> list[AugmentOp]:
-    """The operations of an augmentation config, in config order (``null`` entries are switched off)."""
+def enabled_ops(cfg: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The options of each operation an augmentation config switches on, in config order (``null``
+    entries are switched off)."""
     if not cfg:
-        return []
+        return {}
     cfg = dict(cfg)
     if "name" in cfg:  # a single operation written flat: {name: affine, degrees: 10}
         name = cfg.pop("name")
@@ -468,13 +469,14 @@ def parse_augmentation(cfg: Mapping[str, Any] | None) -> list[AugmentOp]:
         unknown = sorted(set(cfg) - {"ops"})
         if unknown:
             raise ConfigError(f"augmentation has unknown key(s) {unknown}; operations go under augmentation.ops")
-    built = []
-    for name, params in ops.items():
-        if params is None or params is False:
-            continue
-        options = {} if params is True else dict(params)
-        built.append(AUGMENTATIONS.build_from({**options, "name": name}, group="augmentation", key=f"augmentation.ops.{name}"))
-    return built
+    return {name: {} if params is True else dict(params) for name, params in ops.items()
+            if params is not None and params is not False}
+
+
+def parse_augmentation(cfg: Mapping[str, Any] | None) -> list[AugmentOp]:
+    """The operations of an augmentation config, in config order (``null`` entries are switched off)."""
+    return [AUGMENTATIONS.build_from({**options, "name": name}, group="augmentation", key=f"augmentation.ops.{name}")
+            for name, options in enabled_ops(cfg).items()]
 
 
 @dataclass

@@ -30,7 +30,7 @@ def build_datamodule(
     the builder does not take itself (:data:`~zoo.data.sources.IMAGE_KEYS`) go to the pipeline, the
     cross-validation keys (``folds``, ``fold``: :mod:`zoo.data.folds`) re-split what the builder
     returns, ``crf`` (a segmentation set's CRF defaults) is task.crf's, the rest go to the builder."""
-    from zoo.data.augment import parse_augmentation
+    from zoo.data.augment import enabled_ops, parse_augmentation
 
     cfg = dict(cfg)
     name = cfg.pop("name")
@@ -54,6 +54,11 @@ def build_datamodule(
     if folds is not None:
         raise ConfigError(f"data.folds: cross-validation splits classification datasets; data={name} is not one")
     if isinstance(built, SampleSplits):
+        if ops:
+            raise ConfigError(f"augmentation {', '.join(enabled_ops(augmentation))} does not apply to data={name}: its "
+                              "samples carry their own targets (boxes, masks or captions) that flips and crops would "
+                              f"have to move; drop the augmentation override (data={name} selects augmentation=none; "
+                              "the dataset's own options vary its samples)")
         unused = sorted(key for key, value in pipeline.items() if value is not None)
         if unused:
             raise ConfigError(f"data={name} does not take data.{', data.'.join(unused)}; drop the override(s)")
@@ -66,7 +71,8 @@ def sample_datamodule(splits: SampleSplits, opts: LoaderOptions, device: torch.d
 
     Samples are collated by :func:`~zoo.data.loaders.collate_samples`: images stacked when they share a
     size (else a list), targets a list of dicts. Augmentation configs do not apply (flips and crops would
-    have to move boxes, masks and caption words too); such datasets vary their samples themselves.
+    have to move boxes, masks and caption words too): :func:`build_datamodule` refuses them, and such
+    datasets vary their samples themselves.
     """
     datasets = {split: getattr(splits, split) for split in ("train", "val", "test")}
     loaders = image_loaders(datasets, opts, resolve_workers(opts.num_workers), device, seed, collate_samples)

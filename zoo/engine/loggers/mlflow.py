@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from zoo.engine.loggers.base import LOGGERS, Logger, Scalar, close_figure, image_grid
-from zoo.errors import ConfigError
+from zoo.extras import require
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -65,10 +65,9 @@ class MLflowLogger(Logger):
 
     def __init__(self, run_dir: str | Path, tracking_uri: str | None = None, experiment_name: str = "zoo",
                  run_name: str | None = None, log_images: bool = True) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise ConfigError("logger=mlflow needs mlflow: pip install 'zoo[mlflow]'") from None
+        require("mlflow", "logger=mlflow")
+        from mlflow.tracking import MlflowClient
+
         run_dir = Path(run_dir)
         self.tracking_uri = tracking_uri or (run_dir / "mlruns").resolve().as_uri()
         self.images = bool(log_images)
