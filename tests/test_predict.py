@@ -14,7 +14,7 @@ import torch
 import zoo
 from tests.helpers import make_cfg, one_error
 from zoo.__main__ import main
-from zoo.trained import load_classifier, load_image
+from zoo.trained import data_config, load_classifier, load_image
 
 
 def test_predict_prints_the_topk_of_each_image_and_writes_csv_and_json(lenet5_digits: dict[str, Any], tmp_path: Path,
@@ -94,3 +94,25 @@ def test_load_model_rebuilds_the_model_of_another_task(tmp_path: Path) -> None:
     with torch.no_grad():
         out = model(torch.randn(2, channels, height, width))
     assert out.shape == (2, channels, height, width)  # a denoising autoencoder reconstructs its input
+
+
+def test_an_image_file_is_prepared_as_evaluation_prepared_the_data(tmp_path: Path) -> None:
+    """Short side to data.resize_size, then the central crop, the data's interpolation and statistics: a file
+    of the test split through ``load_image`` is the tensor evaluation fed the model (a 40 x 30 photo, 24 px
+    crops of a 32 px short side). Checkpoints without the stored geometry keep the whole-image resize."""
+    from tests.data_fixtures import make_image_folder
+    from zoo.data import build_datamodule
+
+    make_image_folder(tmp_path / "photos", {"train": 3, "val": 1, "test": 1}, ["cat", "dog"], size=(40, 30))
+    data = build_datamodule({"name": "imagefolder", "root": str(tmp_path / "photos"), "image_size": 24, "resize_size": 32,
+                             "interpolation": "bicubic", "in_memory": False, "batch_size": 2, "eval_batch_size": 2,
+                             "num_workers": 0, "val_dir": "val", "test_dir": "test"})
+    state = {"config": {"data": {"image_size": 24}, "model": {"name": "resnet18", "input_size": 24}},
+             "data_info": {"mean": data.mean, "std": data.std, "num_classes": 2, "class_names": data.class_names,
+                           "info": data.info}}
+    assert data_config(state)["crop_pct"] == 24 / 32 and data_config(state)["interpolation"] == "bicubic"
+    x, _ = next(iter(data.test))
+    files = sorted((tmp_path / "photos" / "test").rglob("*.png"))
+    assert torch.allclose(load_image(files[0], state)[0], x[0], atol=1e-5)
+    del state["data_info"]["info"]
+    assert load_image(files[0], state).shape == (1, 3, 24, 24) and data_config(state)["crop_pct"] == 1.0

@@ -57,13 +57,16 @@ def rebuild_model(state: dict[str, Any]) -> nn.Module:
 def data_config(state: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's model expects of its input, timm's ``pretrained_cfg`` keys: ``input_size`` ``(C, H, W)``,
     ``mean``, ``std``, ``num_classes``, ``label_names`` (the class names; ``[]`` without classes), ``interpolation``,
-    ``crop_pct`` (1.0: the whole image is resized to the input size), ``architecture`` (the registered name)."""
+    ``crop_pct`` (the input side over the side the short side is resized to before the central crop; 1.0 for
+    checkpoints that predate it: the whole image is resized), ``architecture`` (the registered name)."""
     data_info, cfg = state.get("data_info") or {}, state["config"]
     mean, std = tuple(float(m) for m in data_info["mean"]), tuple(float(s) for s in data_info["std"])
     size = int(cfg["data"].get("image_size") or cfg["model"]["input_size"])
+    resize = (data_info.get("info") or {}).get("eval_resize") or {}
     return {"architecture": cfg["model"]["name"], "input_size": (len(mean), size, size), "mean": mean, "std": std,
             "num_classes": int(data_info.get("num_classes") or 0), "label_names": list(data_info.get("class_names") or []),
-            "interpolation": "bilinear", "crop_pct": 1.0}
+            "interpolation": resize.get("interpolation", "bilinear"),
+            "crop_pct": size / int(resize["resize_size"]) if resize else 1.0}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", *, option: str = "load_model") -> nn.Module:
@@ -85,7 +88,8 @@ def load_classifier(path: str | Path, option: str, hint: str = CLASSIFIER_HINT) 
 
 
 def load_image(path: str | Path, state: dict[str, Any]) -> torch.Tensor:
-    """``(1, C, H, W)`` image prepared like the training data: channels, size and normalisation."""
+    """``(1, C, H, W)`` image prepared as evaluation prepared the training data: channels, size (short side,
+    central crop) and normalisation."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import v2
 
@@ -100,6 +104,11 @@ def load_image(path: str | Path, state: dict[str, Any]) -> torch.Tensor:
             img = img.convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise CorruptDataError(f"cannot read image {path}: {e}") from None
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True),
+    resize = ((state.get("data_info") or {}).get("info") or {}).get("eval_resize")
+    interpolation = v2.InterpolationMode(cfg["interpolation"])
+    # as evaluation did: the short side to resize_size, the central crop (before it was stored: the whole image)
+    geometry = ([v2.Resize(int(resize["resize_size"]), interpolation=interpolation, antialias=True), v2.CenterCrop(size)]
+                if resize else [v2.Resize((size, size), interpolation=interpolation, antialias=True)])
+    transform = v2.Compose([v2.PILToTensor(), *geometry, v2.ToDtype(torch.float32, scale=True),
                             v2.Normalize(list(cfg["mean"]), list(cfg["std"]))])
     return transform(img)[None]

@@ -230,6 +230,9 @@ def build_source_datamodule(
         class_names=list(source.class_names),
         mean=list(stats["mean"]),
         std=list(stats["std"]),
+        # how evaluation prepares an image (short side to resize_size, central image_size crop): what a
+        # checkpoint's predictions on new image files repeat (zoo.trained.load_image)
+        info={"eval_resize": {"resize_size": resize_size, "interpolation": geometry.interpolation}},
     )
 
 
