@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.helpers import make_cfg
-from zoo.engine.callbacks.diagnostics import dead_fraction, filter_images
+from zoo.engine.callbacks.diagnostics import dead_fraction, filter_images, saturated_fraction
 from zoo.errors import ConfigError
 from zoo.pipeline import train
 
@@ -61,11 +61,27 @@ def test_every_n_steps_and_histograms_off(tmp_path: Path) -> None:
     assert [e.step for e in acc.Scalars("update_ratio/c1.weight")] == [4, 8]
 
 
+def test_tanh_units_get_histograms_and_saturation_instead_of_dead_fractions(tmp_path: Path) -> None:
+    """Every ``model.act`` is watched, not only ReLUs: LeNet-5 with tanh (its paper's squashing function)."""
+    train(make_cfg(tmp_path, *SHORT, "model.act=tanh", "optimizer.lr=2.0"))
+    acc = _events(tmp_path)
+    tags = acc.Tags()
+    acts = ("act1", "act3", "act5", "act6")
+    assert {f"activations/{m}" for m in acts} <= set(tags["histograms"])
+    assert all(-1 <= acc.Histograms(f"activations/{m}")[0].histogram_value.min < 0 for m in acts)
+    assert {t for t in tags["scalars"] if t.startswith("saturated/")} == {f"saturated/{m}" for m in acts}
+    assert not any(t.startswith("dead_relu/") for t in tags["scalars"])
+    values = [e.value for m in acts for e in acc.Scalars(f"saturated/{m}")]
+    assert len(values) == 8 and all(0 <= v <= 1 for v in values) and max(values) > 0  # lr 2 drives some units to +-1
+
+
 def test_dead_fraction_and_filter_images() -> None:
     act = torch.zeros(4, 3, 2, 2)
     act[1, 0, 1, 1] = 1.0  # channel 0 fires once; channels 1 and 2 never
     assert dead_fraction(act) == pytest.approx(2 / 3)
     assert dead_fraction(torch.relu(torch.randn(8, 5))) == 0.0
+    assert saturated_fraction(torch.tensor([-1.0, -0.995, 0.0, 0.5, 0.99, 1.0]), -1.0, 1.0) == pytest.approx(4 / 6)
+    assert saturated_fraction(torch.tensor([0.005, 0.5, 0.995, 0.2]), 0.0, 1.0) == pytest.approx(0.5)
     images = filter_images(torch.randn(6, 4, 3, 3))  # 4 input channels: one grey image per (filter, channel)
     assert images.shape == (24, 1, 3, 3) and images.amin() == 0 and images.amax() == 1
 

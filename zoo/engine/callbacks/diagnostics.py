@@ -5,13 +5,16 @@ training batch is watched and the loggers get, at that step:
 
 - ``weights/<param>`` and ``gradients/<param>``: histograms (of at most 65,536 values each, evenly sampled) of every trainable parameter and of its gradient as
   the optimizer reads it (after AMP unscaling and gradient accumulation, before clipping);
-- ``activations/<module>``: histograms of the outputs of the convolutions, linear layers and ReLUs on the batch
-  (forward hooks, the training-mode forward pass itself: no extra pass);
+- ``activations/<module>``: histograms of the outputs of the convolutions, linear layers and activations (every
+  ``model.act``: ReLU, leaky ReLU, PReLU, ELU, GELU, tanh, sigmoid, maxout) on the batch (forward hooks, the
+  training-mode forward pass itself: no extra pass);
 - ``update_ratio/<param>``: ``‖Δw‖ / ‖w‖`` over that optimizer step for each weight (parameters of two or more
   dimensions; biases start at zero). Around 1e-3 is healthy; far below, learning barely moves the layer; far
   above, it is unstable (Karpathy's CS231n notes);
 - ``dead_relu/<module>``: the fraction of a ReLU's units (channels of a feature map, features of a vector)
   that are zero for the whole batch;
+- ``saturated/<module>``: the fraction of a tanh's or sigmoid's outputs within 0.01 of its bounds, where the
+  gradient is nearly zero (the CS231n notes' reason to prefer ReLUs);
 - ``filters/<conv>``: the first convolution's filters as an image grid, each scaled to [0, 1] on its own.
 
 Nothing is watched when no logger is configured; off the watched steps the hooks are a comparison each.
@@ -26,6 +29,7 @@ from torch import nn
 
 from zoo.engine.callbacks.base import Callback
 from zoo.errors import ConfigError
+from zoo.models.layers import Maxout
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -33,14 +37,24 @@ if TYPE_CHECKING:
     from zoo.engine.trainer import Trainer
     from zoo.tasks.base import Task
 
-#: the modules whose outputs are activations worth a histogram
-_WATCHED = (nn.modules.conv._ConvNd, nn.Linear, nn.ReLU)
+#: the modules whose outputs are activations worth a histogram: layers and every activation of ``model.act``
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, Maxout)
+_WATCHED = (nn.modules.conv._ConvNd, nn.Linear, *_ACTIVATIONS)
+#: output ranges of the saturating activations, whose units stop learning near the bounds
+_BOUNDS = {nn.Tanh: (-1.0, 1.0), nn.Sigmoid: (0.0, 1.0)}
+SATURATION_MARGIN = 0.01
 
 
 def dead_fraction(activation: torch.Tensor) -> float:
     """The fraction of units (dimension 1: channels or features) that are zero for every sample and position."""
     alive = activation.detach().transpose(0, 1).reshape(activation.shape[1], -1).ne(0).any(dim=1)
     return 1.0 - float(alive.float().mean())
+
+
+def saturated_fraction(activation: torch.Tensor, low: float, high: float) -> float:
+    """The fraction of ``activation``'s values within :data:`SATURATION_MARGIN` of ``low`` or ``high``."""
+    a = activation.detach()
+    return float(((a <= low + SATURATION_MARGIN) | (a >= high - SATURATION_MARGIN)).float().mean())
 
 
 def filter_images(weight: torch.Tensor) -> torch.Tensor:
@@ -69,8 +83,8 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 class Diagnostics(Callback):
-    """Histograms of weights, gradients and activations, update-to-weight ratios, dead-ReLU fractions and the
-    first layer's filters, every ``every_n_epochs`` epochs and/or every ``every_n_steps`` optimizer steps
+    """Histograms of weights, gradients and activations, update-to-weight ratios, dead-ReLU and saturated
+    tanh/sigmoid fractions and the first layer's filters, every ``every_n_epochs`` epochs and/or every ``every_n_steps`` optimizer steps
     (``null``: not on that schedule)."""
 
     order = 60  # after the built-in bookkeeping, before checkpointing
@@ -159,8 +173,11 @@ class Diagnostics(Callback):
         for mname, activation in self._activations.items():
             if self.histograms:
                 logger.log_histogram(f"activations/{mname}", histogram_sample(activation), step)
-            if isinstance(modules.get(mname), nn.ReLU):
+            module = modules.get(mname)
+            if isinstance(module, (nn.ReLU, nn.ReLU6)):
                 scalars[f"dead_relu/{mname}"] = dead_fraction(activation)
+            elif type(module) in _BOUNDS:
+                scalars[f"saturated/{mname}"] = saturated_fraction(activation, *_BOUNDS[type(module)])
         logger.log_scalars(scalars, step)
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if self.filters and first is not None:
