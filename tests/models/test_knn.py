@@ -122,6 +122,33 @@ def test_every_epoch_stores_the_training_split_once(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]["memory"].shape == (1257, 64)
 
 
+def test_a_mid_epoch_resume_keeps_the_memory_stored_so_far(knn_run: tuple[Path, dict], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that dies after step 12 leaves the step-10 checkpoint (10 of 20 batches memorised); resumed, it
+    ends with the uninterrupted run's memory, not with the last 10 batches alone."""
+    from zoo.tasks.knn import KNNTask
+
+    step, calls = KNNTask.training_step, []
+
+    def dies_after_12(self: KNNTask, batch: object) -> dict:
+        calls.append(1)
+        if len(calls) > 12:
+            raise RuntimeError("killed")
+        return step(self, batch)
+
+    options = ["experiment=knn_digits", "logger=none", "test=false", "callbacks.checkpoint.every_n_steps=5"]
+    with monkeypatch.context() as patch:
+        patch.setattr(KNNTask, "training_step", dies_after_12)
+        with pytest.raises(RuntimeError, match="killed"):
+            train(make_cfg(tmp_path / "a", *options))
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["partial_epoch"]["batches"] == 10
+    train(make_cfg(tmp_path / "b", *options, f"ckpt_path={last}"))
+    resumed = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    reference = load_checkpoint(knn_run[0] / "checkpoints" / "last.pt")["model"]
+    assert torch.equal(resumed["memory"], reference["memory"]) and torch.equal(resumed["memory_labels"], reference["memory_labels"])
+
+
 def test_features_of_a_zoo_checkpoint(knn_run: tuple[Path, dict], tmp_path: Path) -> None:
     """A linear classifier's features are its flattened pixels: kNN on them is kNN on the pixels."""
     train(make_cfg(tmp_path / "linear", *FAST, "model=linear", "trainer.max_epochs=1", "test=false"))

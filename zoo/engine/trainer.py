@@ -274,6 +274,8 @@ class Trainer:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         start = self._start_position(loader, epoch)
+        if start:
+            task.resume_epoch(start)
         self._owned = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in s.optimizers.items()}
         seekable = start == 0 or hasattr(loader, "load_state_dict")  # else: draw and drop the batches done
         batches = enumerate(loader, start) if seekable else itertools.islice(enumerate(loader), start, None)

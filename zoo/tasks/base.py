@@ -87,6 +87,10 @@ class Task(nn.Module):
         """After optimizer ``name`` stepped (its parameters alone trainable): the max-norm projection."""
         self.regularizer.project(self.model)
 
+    def resume_epoch(self, batches: int) -> None:
+        """The epoch just started resumes after its first ``batches`` batches (a mid-epoch checkpoint): a task
+        whose state builds up over an epoch keeps what the checkpoint restored instead of starting over."""
+
     def validation_step(self, batch: Any) -> None:
         raise NotImplementedError
 

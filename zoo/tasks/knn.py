@@ -4,8 +4,8 @@ There is nothing to optimise (``optimizer_names = ()``): the trainer runs ``trai
 forward pass, which adds the batch to the model's memory. Every epoch stores the training split anew (as
 the loader delivers it, augmented if ``augmentation`` says so), so the memory holds one epoch's samples;
 ``experiment=knn_digits`` stores it once (``trainer.max_epochs=1``, ``augmentation=none``). A mid-epoch
-resume (``callbacks.checkpoint.every_n_steps``) starts that epoch's memory over at the resumed batch:
-resume a knn run from an epoch's ``last.pt``.
+resume (``callbacks.checkpoint.every_n_steps``, a signal) keeps the memory the checkpoint holds, the
+batches before the resumed one, and goes on adding to it.
 
 Validation is the classification task's (top-1 accuracy, confusion matrix, ``report``, test-time
 augmentation over the vote shares) without a loss: votes have none. With ``model.k=null`` every
@@ -44,6 +44,10 @@ class KNNTask(ClassificationTask):
         """The trainer switches to training at the start of every epoch: the memory starts over then."""
         self._new_epoch = mode
         return super().train(mode)
+
+    def resume_epoch(self, batches: int) -> None:
+        """The checkpoint's memory holds this epoch's first ``batches`` batches: keep it."""
+        self._new_epoch = False
 
     def soft_targets_refused(self) -> str | None:
         return "task=knn stores one class per training image for its votes"
