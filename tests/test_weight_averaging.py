@@ -351,3 +351,20 @@ def test_swa_under_ddp_averages_batch_norm_over_the_processes(tmp_path: Path) ->
     update_bn(itertools.islice(one.data.train, 19), one.model)
     torch.testing.assert_close(state["model"]["features.0.1.running_mean"], one.model.features[0][1].running_mean,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_swa_recomputes_batch_norm_through_the_tasks_training_forward(tmp_path: Path) -> None:
+    """A detector in training mode needs its targets: the batch-norm pass feeds batches as training does
+    (``update_bn``'s ``model(batch[0])`` would fail here), and the averaged backbone gets fresh statistics."""
+    result = train(make_cfg(tmp_path, "experiment=fasterrcnn_digit_scenes", "logger=none", "test=false",
+                            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                            "data.train_scenes=32", "data.val_scenes=8", "data.test_scenes=8", "data.eval_batch_size=8",
+                            "callbacks=[default,swa]", "callbacks.swa.swa_start=1", "callbacks.progress.mode=none"))
+    assert result["swa/start_epoch"] == 1
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    means = [k for k in state["model"] if k.endswith("running_mean")]
+    assert means and state["callbacks"]["swa"]["n_averaged"] == 1
+    # one averaged epoch end: the weights are the trained ones, the statistics those of the two batches' pass
+    assert all(torch.equal(state["model"][k], state["training_model"][k]) for k in state["model"] if "running" not in k
+               and "num_batches" not in k)
+    assert any(not torch.allclose(state["model"][k], state["training_model"][k]) for k in means)

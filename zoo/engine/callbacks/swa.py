@@ -11,9 +11,9 @@ of ``trainer.max_epochs``: ``0.75`` of 20 epochs begins the phase with epoch 16)
   nor its per-epoch (plateau) stepping touches the rate again;
 * the weights at the end of every epoch of the phase enter an equal-weight running mean
   (:class:`~torch.optim.swa_utils.AveragedModel`); its buffers follow the model's, then
-  :func:`~torch.optim.swa_utils.update_bn` recomputes the batch-norm statistics of the averaged weights
-  in one pass over the training loader (the epoch's batches, ``batch[0]`` as the model's input, on the
-  trainer's device and memory format; every random generator is left as it was, so exact resume
+  the batch-norm statistics of the averaged weights are recomputed in one pass over the training loader,
+  as :func:`~torch.optim.swa_utils.update_bn` does but through the task's training forward (the epoch's
+  batches, without gradients, on the trainer's device and memory format; every random generator is left as it was, so exact resume
   holds; under DDP each process passes over its shard and the statistics are averaged over processes).
 
 This happens before the epoch's validation, so validation, the checkpoints' ``model`` (``best.pt``),
@@ -30,8 +30,9 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
-from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+from torch.optim.swa_utils import SWALR, AveragedModel
 
 from zoo.engine import distributed
 from zoo.engine.callbacks.averaging import WeightAveraging
@@ -73,6 +74,7 @@ class SWA(WeightAveraging):
         self.averaged_epoch = -1  # the last epoch (0-based) whose final weights are in the average
         self.swa_lrs: list[float] | None = None  # each parameter group's swa_lr, fixed when the phase begins
         self.swalr: SWALR | None = None
+        self._task: Task | None = None  # whose training forward recomputes batch norm
         self._swalr_state: dict[str, Any] | None = None
 
     def check_trainer(self, cfg: TrainerConfig) -> None:
@@ -87,10 +89,11 @@ class SWA(WeightAveraging):
         return math.floor(self.swa_start * max_epochs + 1e-9)
 
     def build_average(self, model: nn.Module) -> AveragedModel:
-        return AveragedModel(model)  # the running mean; buffers copied from the model, then update_bn
+        return AveragedModel(model)  # the running mean; buffers copied from the model, then _update_bn
 
     def on_fit_start(self, trainer: Trainer, task: Task) -> None:
         super().on_fit_start(trainer, task)
+        self._task = task
         if self.start is None:
             self.start = self.first_epoch(trainer.state.max_epochs)
 
@@ -129,14 +132,30 @@ class SWA(WeightAveraging):
         self._update_bn(trainer)
 
     def _update_bn(self, trainer: Trainer) -> None:
-        assert self.averaged is not None
-        norms = [m for m in self.averaged.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        """:func:`~torch.optim.swa_utils.update_bn`'s pass (statistics reset, then an equal-weight mean over
+        the batches), through the task's own training forward on the averaged weights, so that every task's
+        batches reach the model as in training (a detector's images with their targets, a GAN's two players,
+        a captioner's words), not only ``model(batch[0])``; without gradients, random generators restored."""
+        assert self.averaged is not None and self._task is not None
+        module, task = self.averaged.module, self._task
+        norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
         rng = capture_rng_state()
-        batches = itertools.islice(trainer.train_loader, trainer.state.num_train_batches)
-        with trainer.autocast():
-            update_bn((to_device(b, trainer.device, trainer.cfg.channels_last) for b in batches), self.averaged.module)
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative mean: every batch weighs the same
+        was_training, players = module.training, task.optimizer_names if len(task.optimizer_names) > 1 else ((),)
+        module.train()
+        with torch.no_grad(), trainer.autocast(), task.evaluating_with(module):
+            for batch in itertools.islice(trainer.train_loader, trainer.state.num_train_batches):
+                batch = to_device(batch, trainer.device, trainer.cfg.channels_last)
+                for player in players:
+                    task.training_step(batch, *((player,) if player else ()))
+        module.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
         restore_rng_state(rng)
         distributed.all_reduce_mean_([t for m in norms for t in (m.running_mean, m.running_var) if t is not None])
 
