@@ -73,6 +73,7 @@ def test_allowed_overrides_and_allow_changes(momentum_cosine: Path, tmp_path: Pa
     assert "optimizer: {'name': 'momentum'" in text and "-> {'name': 'sgd', 'lr': 0.01" in text and "optimizer changed from momentum to sgd; it starts with a fresh state" in text
 
 
+@pytest.mark.slow  # the default suite resumes in-process (the run's own config; a changed override refused)
 def test_resume_from_the_command_line_keeps_the_finished_run(momentum_cosine: Path, tmp_path: Path) -> None:
     """The README's command on a finished 3-epoch run: nothing left to train (not 37 more epochs of
     today's defaults), the run's schedule and optimizer; the restored config lands in .hydra/."""
