@@ -90,7 +90,6 @@ def test_slurm_variables_become_torchruns() -> None:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-@pytest.mark.slow  # the default suite keeps the Slurm variables' mapping and the two-process torchrun match
 def test_two_slurm_tasks_match_one_process(tmp_path: Path) -> None:
     """Two processes started as srun starts the tasks of a step (Slurm's variables only, no torchrun)."""
     ddp_dir = tmp_path / "ddp"

@@ -42,6 +42,7 @@ def test_bad_values_are_one_line_and_claim_nothing(tmp_path: Path, override: str
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []  # nothing claimed, nothing written
 
 
+@pytest.mark.slow  # the default suite checks the same values in-process: one line, nothing claimed
 def test_bad_value_from_the_command_line_then_the_fix_runs_in_the_same_directory(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = run_cli("train.py", f"hydra.run.dir={run}", "logger=none", "trainer.max_epochs=1.5")
