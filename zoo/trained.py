@@ -54,6 +54,12 @@ def rebuild_model(state: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
+def _eval_resize(state: dict[str, Any]) -> dict[str, Any] | None:
+    """How evaluation resized the training run's images (``resize_size``, ``interpolation``), stored with the
+    data's info; ``None`` in checkpoints that predate it."""
+    return ((state.get("data_info") or {}).get("info") or {}).get("eval_resize")
+
+
 def data_config(state: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's model expects of its input, timm's ``pretrained_cfg`` keys: ``input_size`` ``(C, H, W)``,
     ``mean``, ``std``, ``num_classes``, ``label_names`` (the class names; ``[]`` without classes), ``interpolation``,
@@ -62,7 +68,7 @@ def data_config(state: dict[str, Any]) -> dict[str, Any]:
     data_info, cfg = state.get("data_info") or {}, state["config"]
     mean, std = tuple(float(m) for m in data_info["mean"]), tuple(float(s) for s in data_info["std"])
     size = int(cfg["data"].get("image_size") or cfg["model"]["input_size"])
-    resize = (data_info.get("info") or {}).get("eval_resize") or {}
+    resize = _eval_resize(state) or {}
     return {"architecture": cfg["model"]["name"], "input_size": (len(mean), size, size), "mean": mean, "std": std,
             "num_classes": int(data_info.get("num_classes") or 0), "label_names": list(data_info.get("class_names") or []),
             "interpolation": resize.get("interpolation", "bilinear"),
@@ -104,7 +110,7 @@ def load_image(path: str | Path, state: dict[str, Any]) -> torch.Tensor:
             img = img.convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise CorruptDataError(f"cannot read image {path}: {e}") from None
-    resize = ((state.get("data_info") or {}).get("info") or {}).get("eval_resize")
+    resize = _eval_resize(state)
     interpolation = v2.InterpolationMode(cfg["interpolation"])
     # as evaluation did: the short side to resize_size, the central crop (before it was stored: the whole image)
     geometry = ([v2.Resize(int(resize["resize_size"]), interpolation=interpolation, antialias=True), v2.CenterCrop(size)]

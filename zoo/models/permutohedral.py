@@ -254,12 +254,11 @@ def _blur_matrix(tables: list[torch.Tensor]) -> torch.Tensor:
     m, device = tables[0].shape[0] - 1, tables[0].device
     narrow = m < 2**27  # int32 columns with the weight's slot (< 16) in the high bits
     tables = [t.int() for t in tables] if narrow else tables
-    cols = tables[0][:m]
+    half = torch.tensor([0.5, 1.0, 0.5], device=device)
+    cols, weights = tables[0][:m], half
     for table in tables[1:]:
         cols = table.index_select(0, cols.flatten()).view(m, -1)
-    weights = torch.tensor([0.5, 1.0, 0.5], device=device)
-    for _ in tables[1:]:
-        weights = torch.outer(weights, torch.tensor([0.5, 1.0, 0.5], device=device)).flatten()
+        weights = torch.outer(weights, half).flatten()
     present = cols < m
     # one compaction for columns and weights: the weight's slot rides in the column's high bits
     shift = 27 if narrow else 40

@@ -146,13 +146,14 @@ class SWA(WeightAveraging):
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # a cumulative mean: every batch weighs the same
-        was_training, players = module.training, task.optimizer_names if len(task.optimizer_names) > 1 else ((),)
+        was_training = module.training
+        players = task.optimizer_names if len(task.optimizer_names) > 1 else (None,)  # as the trainer calls the step
         module.train()
         with torch.no_grad(), trainer.autocast(), task.evaluating_with(module):
             for batch in itertools.islice(trainer.train_loader, trainer.state.num_train_batches):
                 batch = to_device(batch, trainer.device, trainer.cfg.channels_last)
                 for player in players:
-                    task.training_step(batch, *((player,) if player else ()))
+                    task.training_step(batch) if player is None else task.training_step(batch, player)
         module.train(was_training)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
